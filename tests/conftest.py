@@ -1,0 +1,59 @@
+"""Session fixtures: tiny models of the real architectures, built offline (no network, ever)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from taskrank.tiny import build_tiny, derive_checkpoint  # noqa: E402
+
+WORDS = (
+    "cell protein gene cancer virus patient treatment clinical trial dose drug immune "
+    "search engine web page news sport football music film city weather market price "
+    "river mountain ocean forest history war king law court contract"
+).split()
+
+
+def _trio(root: Path, pretrained_arch: str, ranker_arch: str, domain_arch: str, **ranker_kw) -> dict[str, Path]:
+    pretrained = build_tiny(pretrained_arch, root / "pretrained", words=WORDS, seed=0)
+    ranker = derive_checkpoint(pretrained, root / "ranker", architecture=ranker_arch, noise=0.05, seed=1, **ranker_kw)
+    domain = derive_checkpoint(pretrained, root / "domain", architecture=domain_arch, noise=0.05, seed=2)
+    return {"pretrained": pretrained, "ranker": ranker, "domain": domain}
+
+
+@pytest.fixture(scope="session")
+def t5_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """monoT5-style trio: t5 pretrained, ranker and domain fine-tunes (T5ForConditionalGeneration)."""
+    arch = "T5ForConditionalGeneration"
+    return _trio(tmp_path_factory.mktemp("t5"), arch, arch, arch)
+
+
+@pytest.fixture(scope="session")
+def bert_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Cross-encoder trio: BertModel pretrained (no prefix), BertForSequenceClassification ranker
+    (``bert.`` prefix + classifier), BertForMaskedLM domain (``bert.`` prefix + MLM head)."""
+    return _trio(
+        tmp_path_factory.mktemp("bert"),
+        "BertModel",
+        "BertForSequenceClassification",
+        "BertForMaskedLM",
+        num_labels=1,
+    )
+
+
+@pytest.fixture(scope="session")
+def llama_trio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Query-likelihood trio: Llama-style causal LMs."""
+    arch = "LlamaForCausalLM"
+    return _trio(tmp_path_factory.mktemp("llama"), arch, arch, arch)
+
+
+@pytest.fixture(scope="session")
+def tiny_words() -> tuple[str, ...]:
+    return WORDS
