@@ -1,0 +1,374 @@
+"""Readers and writers of the on-disk formats: BEIR JSONL, TREC runs, qrels and topics.
+
+Every reader reports a bad line as ``file:line: what is wrong`` (a :class:`DataError`),
+decodes strictly as UTF-8, refuses duplicate ids, and accepts gzip-compressed files
+(``*.gz``) transparently, as MIRACL ships its corpus that way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from ..atomic import atomic_file
+from ..errors import DataError
+
+logger = logging.getLogger(__name__)
+
+Corpus = dict[str, dict[str, str]]
+"""doc id -> {"title": ..., "text": ...}"""
+Queries = dict[str, str]
+"""query id -> query text"""
+Qrels = dict[str, dict[str, int]]
+"""query id -> doc id -> graded relevance (may be 0 or negative for explicit negatives)"""
+Run = dict[str, dict[str, float]]
+"""query id -> doc id -> score (higher is better)"""
+
+PathLike = str | os.PathLike[str]
+
+# keys under which the id of a JSONL record is found, in order of preference (BEIR, MIRACL, others)
+_ID_KEYS = ("_id", "docid", "id", "query_id", "doc_id")
+
+
+def doc_text(doc: Mapping[str, str]) -> str:
+    """The text a model sees for a document: ``title + " " + text``, stripped (as in BEIR).
+
+    >>> doc_text({"title": "Aspirin", "text": "reduces fever."})
+    'Aspirin reduces fever.'
+    """
+    return (f"{doc.get('title') or ''} {doc.get('text') or ''}").strip()
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, decoded line without newline)``; non-UTF-8 bytes are a DataError."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        f"{path}:{number}: not valid UTF-8 "
+                        f"(byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+                    ) from exc
+                yield number, line.rstrip("\r\n")
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from exc
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        yield number, record
+
+
+def _record_id(path: Path, number: int, record: dict) -> str:
+    for key in _ID_KEYS:
+        if key in record:
+            value = record[key]
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+                return str(value)
+            raise DataError(f"{path}:{number}: id field {key!r} must be a non-empty string, got {value!r}")
+    raise DataError(f"{path}:{number}: record has no id field (expected one of {', '.join(_ID_KEYS)})")
+
+
+def _string_field(path: Path, number: int, record: dict, key: str, required: bool) -> str:
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise DataError(f"{path}:{number}: record has no {key!r} field")
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"{path}:{number}: field {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def load_corpus(path: PathLike) -> Corpus:
+    """Read a JSONL corpus (BEIR ``corpus.jsonl`` or MIRACL-style, optionally ``.gz``).
+
+    Each line is an object with an id (``_id``, ``docid`` or ``id``), a ``text`` and an
+    optional ``title``. Duplicate ids and an empty corpus are errors.
+
+    >>> corpus = load_corpus("scifact/corpus.jsonl")  # doctest: +SKIP
+    >>> corpus["4983"]["title"]  # doctest: +SKIP
+    """
+    file = Path(path)
+    corpus: Corpus = {}
+    first_line: dict[str, int] = {}
+    for number, record in _jsonl_records(file):
+        doc_id = _record_id(file, number, record)
+        if doc_id in corpus:
+            raise DataError(
+                f"{file}:{number}: duplicate document id {doc_id!r} (first seen on line {first_line[doc_id]})"
+            )
+        corpus[doc_id] = {
+            "title": _string_field(file, number, record, "title", required=False),
+            "text": _string_field(file, number, record, "text", required=True),
+        }
+        first_line[doc_id] = number
+    if not corpus:
+        raise DataError(f"{file}: the corpus is empty (no documents)")
+    return corpus
+
+
+_TOP_RE = re.compile(r"<top>(.*?)</top>", re.DOTALL | re.IGNORECASE)
+_NUM_RE = re.compile(r"<num>\s*(?:Number:)?\s*(\S+)", re.IGNORECASE)
+_TITLE_RE = re.compile(r"<title>\s*(?:Topic:)?(.*?)(?=<\w+>|\Z)", re.DOTALL | re.IGNORECASE)
+_XML_TOPIC_RE = re.compile(r"<topic\s+number=\"([^\"]+)\"[^>]*>(.*?)</topic>", re.DOTALL | re.IGNORECASE)
+_XML_QUERY_RE = re.compile(r"<(?:query|title)>(.*?)</(?:query|title)>", re.DOTALL | re.IGNORECASE)
+
+
+def load_queries(path: PathLike, format: str = "auto") -> Queries:
+    """Read queries: BEIR JSONL (``_id``/``text``), TSV topics (``qid<TAB>text``, as MIRACL
+    ships them) or TREC SGML/XML topics (``<top><num>…<title>…``; the title is the query).
+
+    ``format`` is ``"auto"`` (by extension and content), ``"jsonl"``, ``"tsv"`` or ``"trec"``.
+
+    >>> queries = load_queries("topics.miracl-v1.0-fr-dev.tsv")  # doctest: +SKIP
+    """
+    file = Path(path)
+    formats = ("auto", "jsonl", "tsv", "trec")
+    if format not in formats:
+        raise DataError(f"unknown queries format {format!r}; valid: {', '.join(formats)}")
+    if format == "auto":
+        name = file.name.lower().removesuffix(".gz")
+        if name.endswith((".jsonl", ".json")):
+            format = "jsonl"
+        elif name.endswith(".tsv"):
+            format = "tsv"
+        else:
+            head = next((line for _, line in _lines(file) if line.strip()), "")
+            format = "trec" if head.lstrip().lower().startswith(("<top", "<topics", "<?xml")) else "tsv"
+    if format == "jsonl":
+        return _queries_jsonl(file)
+    if format == "tsv":
+        return _queries_tsv(file)
+    return _queries_trec(file)
+
+
+def _add_query(
+    queries: Queries, first_line: dict[str, int], file: Path, number: int, qid: str, text: str
+) -> None:
+    if qid in queries:
+        raise DataError(f"{file}:{number}: duplicate query id {qid!r} (first seen on line {first_line[qid]})")
+    queries[qid] = text
+    first_line[qid] = number
+
+
+def _queries_jsonl(file: Path) -> Queries:
+    queries: Queries = {}
+    first_line: dict[str, int] = {}
+    for number, record in _jsonl_records(file):
+        qid = _record_id(file, number, record)
+        key = "text" if "text" in record else "query" if "query" in record else "text"
+        _add_query(queries, first_line, file, number, qid, _string_field(file, number, record, key, True))
+    if not queries:
+        raise DataError(f"{file}: no queries")
+    return queries
+
+
+def _queries_tsv(file: Path) -> Queries:
+    queries: Queries = {}
+    first_line: dict[str, int] = {}
+    for number, line in _lines(file):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[0].strip():
+            raise DataError(f"{file}:{number}: expected 'query id<TAB>query text', got {line[:80]!r}")
+        _add_query(queries, first_line, file, number, parts[0].strip(), "\t".join(parts[1:]).strip())
+    if not queries:
+        raise DataError(f"{file}: no queries")
+    return queries
+
+
+def _queries_trec(file: Path) -> Queries:
+    text = "\n".join(line for _, line in _lines(file))
+    queries: Queries = {}
+    first_line: dict[str, int] = {}
+    for match in _TOP_RE.finditer(text):
+        body = match.group(1)
+        number = text.count("\n", 0, match.start()) + 1
+        num = _NUM_RE.search(body)
+        title = _TITLE_RE.search(body)
+        if num is None or title is None:
+            raise DataError(f"{file}:{number}: <top> block without <num> or <title>")
+        _add_query(queries, first_line, file, number, num.group(1), " ".join(title.group(1).split()))
+    for match in _XML_TOPIC_RE.finditer(text):
+        number = text.count("\n", 0, match.start()) + 1
+        query = _XML_QUERY_RE.search(match.group(2))
+        if query is None:
+            raise DataError(f"{file}:{number}: <topic> without <query> or <title>")
+        _add_query(queries, first_line, file, number, match.group(1), " ".join(query.group(1).split()))
+    if not queries:
+        raise DataError(f"{file}: no TREC topics found (expected <top>…</top> or <topic number=…> blocks)")
+    return queries
+
+
+def _parse_int(file: Path, number: int, value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise DataError(f"{file}:{number}: {what} must be an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise DataError(f"{file}:{number}: {what} must be an integer, got {value!r}") from None
+        return int(as_float)
+
+
+_QRELS_HEADERS = {"query-id", "query_id", "qid", "query"}
+
+
+def read_qrels(path: PathLike) -> Qrels:
+    """Read relevance judgments: TREC (``qid iter docid rel``) or BEIR TSV (``query-id corpus-id score``
+    with its header line). Graded and negative labels are kept as they are.
+
+    The same (query, document) pair judged twice with different labels is an error.
+
+    >>> qrels = read_qrels("scifact/qrels/test.tsv")  # doctest: +SKIP
+    """
+    file = Path(path)
+    qrels: Qrels = {}
+    seen: dict[tuple[str, str], int] = {}
+    for number, line in _lines(file):
+        parts = line.split()
+        if not parts:
+            continue
+        if (
+            number == 1
+            and len(parts) == 3
+            and parts[0].lower() in _QRELS_HEADERS
+            and not _is_number(parts[2])
+        ):
+            continue  # BEIR header: query-id corpus-id score
+        if len(parts) == 4:
+            qid, _, doc_id, label = parts
+        elif len(parts) == 3:
+            qid, doc_id, label = parts
+        else:
+            raise DataError(
+                f"{file}:{number}: expected 'qid iter docid rel' (TREC) or 'qid docid rel' (BEIR), "
+                f"got {len(parts)} fields: {line[:80]!r}"
+            )
+        rel = _parse_int(file, number, label, "relevance")
+        judged = qrels.setdefault(qid, {})
+        if doc_id in judged and judged[doc_id] != rel:
+            raise DataError(
+                f"{file}:{number}: query {qid!r} document {doc_id!r} judged {rel} here "
+                f"but {judged[doc_id]} on line {seen[(qid, doc_id)]}"
+            )
+        judged[doc_id] = rel
+        seen.setdefault((qid, doc_id), number)
+    if not qrels:
+        raise DataError(f"{file}: no judgments")
+    return qrels
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def read_run(path: PathLike) -> Run:
+    """Read a TREC run (``qid Q0 docid rank score tag``); any other first-stage system
+    (Pyserini, Elasticsearch) that writes this format can stand in for BM25.
+
+    Duplicate (query, document) pairs and non-finite scores are errors.
+
+    >>> run = read_run("bm25.trec")  # doctest: +SKIP
+    """
+    file = Path(path)
+    run: Run = {}
+    for number, line in _lines(file):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise DataError(
+                f"{file}:{number}: expected 6 fields 'qid Q0 docid rank score tag', "
+                f"got {len(parts)}: {line[:80]!r}"
+            )
+        qid, _, doc_id, _, score_text, _ = parts
+        try:
+            score = float(score_text)
+        except ValueError:
+            raise DataError(f"{file}:{number}: score must be a number, got {score_text!r}") from None
+        if not math.isfinite(score):
+            raise DataError(f"{file}:{number}: score is not finite ({score_text})")
+        scores = run.setdefault(qid, {})
+        if doc_id in scores:
+            raise DataError(f"{file}:{number}: document {doc_id!r} appears twice for query {qid!r}")
+        scores[doc_id] = score
+    if not run:
+        raise DataError(f"{file}: the run is empty")
+    return run
+
+
+def ranked(scores: Mapping[str, float]) -> list[tuple[str, float]]:
+    """Documents in the order trec_eval ranks them: score descending, ties by doc id descending.
+
+    >>> ranked({"a": 1.0, "b": 1.0, "c": 2.0})
+    [('c', 2.0), ('b', 1.0), ('a', 1.0)]
+    """
+    return sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)
+
+
+def write_run(run: Mapping[str, Mapping[str, float]], path: PathLike, tag: str = "taskrank") -> None:
+    """Write ``run`` atomically in TREC format, each query ranked as trec_eval would rank it.
+
+    >>> write_run({"q1": {"d1": 2.0, "d2": 1.0}}, "run.trec")  # doctest: +SKIP
+    """
+    if not tag or any(ch.isspace() for ch in tag):
+        raise DataError(f"run tag must be a non-empty word without spaces, got {tag!r}")
+    with atomic_file(path) as handle:
+        for qid, scores in run.items():
+            _check_id(qid, "query", path)
+            for rank, (doc_id, score) in enumerate(ranked(scores), start=1):
+                _check_id(doc_id, "document", path)
+                value = float(score)
+                if not math.isfinite(value):
+                    raise DataError(
+                        f"{path}: score of query {qid!r} document {doc_id!r} is not finite ({value})"
+                    )
+                handle.write(f"{qid} Q0 {doc_id} {rank} {value!r} {tag}\n")
+
+
+def write_qrels(qrels: Mapping[str, Mapping[str, int]], path: PathLike) -> None:
+    """Write ``qrels`` atomically in TREC format (``qid 0 docid rel``).
+
+    >>> write_qrels({"q1": {"d1": 1}}, "qrels.txt")  # doctest: +SKIP
+    """
+    with atomic_file(path) as handle:
+        for qid, judged in qrels.items():
+            _check_id(qid, "query", path)
+            for doc_id, rel in judged.items():
+                _check_id(doc_id, "document", path)
+                handle.write(f"{qid} 0 {doc_id} {int(rel)}\n")
+
+
+def _check_id(value: str, what: str, path: PathLike) -> None:
+    if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
+        raise DataError(
+            f"{path}: {what} id {value!r} cannot be written in TREC format (empty or contains spaces)"
+        )
