@@ -1,0 +1,32 @@
+"""Domain vectors from an unlabeled corpus: continue pre-training θ_pretrained on the target documents.
+
+The adapted checkpoint plays θ_domain in θ_new = θ_ranker + α · (θ_domain − θ_pretrained), for
+domains that have no ready-made domain model. No relevance labels are used, so the re-ranker
+stays zero-shot.
+
+>>> from taskrank.adapt import adapt
+>>> adapt("google-t5/t5-base", "data/scifact/corpus.jsonl", "models/t5-scifact", steps=500)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .corpus import CorpusTexts, corpus_files, read_corpus
+from .objectives import OBJECTIVES, SpanCorruptionCollator, detect_objective, make_batcher, sentinel_ids
+from .trainer import AdaptResult, AdaptSettings, adapt, latest_checkpoint, resolve_device, work_dir
+
+__all__ = [
+    "OBJECTIVES",
+    "AdaptResult",
+    "AdaptSettings",
+    "CorpusTexts",
+    "SpanCorruptionCollator",
+    "adapt",
+    "corpus_files",
+    "detect_objective",
+    "latest_checkpoint",
+    "make_batcher",
+    "read_corpus",
+    "resolve_device",
+    "sentinel_ids",
+    "work_dir",
+]
