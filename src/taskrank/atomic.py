@@ -52,7 +52,9 @@ def atomic_dir(out: str | os.PathLike[str], *, overwrite: bool = False) -> Itera
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+def atomic_file(
+    path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8"
+) -> Iterator[Any]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,9 @@ def _unigram(pieces: Sequence[str], head: Sequence[str], tail: Sequence[str] = (
     return tok
 
 
-def t5_tokenizer(words: Iterable[str] = (), model_max_length: int = 512, n_sentinels: int = N_SENTINELS) -> Any:
+def t5_tokenizer(
+    words: Iterable[str] = (), model_max_length: int = 512, n_sentinels: int = N_SENTINELS
+) -> Any:
     """A T5-style Unigram tokenizer: ``<pad>``=0, ``</s>``=1, ``<unk>``=2, ``▁word`` pieces, and
     sentinels ``<extra_id_0>`` … at the end of the vocabulary (``<extra_id_0>`` has the last id)."""
     from tokenizers import processors
@@ -145,10 +147,14 @@ def tokenizer_for(architecture: str, words: Iterable[str] = (), model_max_length
         return wordpiece_tokenizer(words, model_max_length)
     if architecture.startswith("Llama"):
         return llama_tokenizer(words, model_max_length)
-    raise ConfigError(f"no tiny tokenizer for architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
+    raise ConfigError(
+        f"no tiny tokenizer for architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}"
+    )
 
 
-def tiny_config(architecture: str, vocab_size: int, *, hidden: int = 32, layers: int = 2, **overrides: Any) -> Any:
+def tiny_config(
+    architecture: str, vocab_size: int, *, hidden: int = 32, layers: int = 2, **overrides: Any
+) -> Any:
     """A small config of the given architecture (``layers`` transformer layers, ``hidden`` width)."""
     from transformers import BertConfig, LlamaConfig, T5Config
 
@@ -187,6 +193,7 @@ def build_tiny(
     hidden: int = 32,
     layers: int = 2,
     tokenizer: Any = None,
+    dtype: str | None = None,
     **config_overrides: Any,
 ) -> Path:
     """Build a randomly initialised tiny model with its tokenizer and save both to ``out_dir``.
@@ -206,6 +213,9 @@ def build_tiny(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(cfg)
+    if dtype is not None:
+        model = model.to(getattr(torch, dtype))
+        model.config.dtype = dtype
     out = Path(out_dir)
     model.save_pretrained(out)
     tok.save_pretrained(out)
