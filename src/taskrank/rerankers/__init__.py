@@ -1,0 +1,215 @@
+"""Re-rankers: four scoring families behind one interface.
+
+===================  ==========================================  ===============================
+kind                 model                                       score of (query, document)
+===================  ==========================================  ===============================
+``monot5``           encoder-decoder ``...ForConditionalGeneration``  log P("true") over (true, false)
+``cross-encoder``    ``...ForSequenceClassification``            the relevant label's logit
+``bi-encoder``       any encoder (sentence-transformers folder)  cosine / dot of pooled embeddings
+``query-likelihood`` ``...ForCausalLM``                          mean log P(query | document)
+===================  ==========================================  ===============================
+
+The family is always explicit and is checked against the checkpoint's architecture.
+Scoring follows Braga et al., "Investigating Task Arithmetic for Zero-Shot Information
+Retrieval", SIGIR 2025 (monoT5: Nogueira et al. 2020; RankingGPT: Zhang et al. 2023).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Packed, Reranker, plan_batches, resolve_device, resolve_dtype, resolve_source
+from .bi_encoder import BiEncoderReranker
+from .cross_encoder import CrossEncoderReranker
+from .monot5 import MonoT5Reranker
+from .query_likelihood import QueryLikelihoodReranker
+
+logger = logging.getLogger(__name__)
+
+#: kind → family class; the single source of the valid ``kind`` names.
+REGISTRY: dict[str, type[Reranker]] = {
+    cls.kind: cls
+    for cls in (MonoT5Reranker, CrossEncoderReranker, BiEncoderReranker, QueryLikelihoodReranker)
+}
+KINDS: tuple[str, ...] = tuple(REGISTRY)
+
+
+def reranker_class(kind: str) -> type[Reranker]:
+    """The family class registered under ``kind``; an unknown kind lists the valid ones."""
+    cls = REGISTRY.get(kind)
+    if cls is None:
+        raise ConfigError(f"unknown re-ranker kind {kind!r}; valid: {', '.join(KINDS)}")
+    return cls
+
+
+def load_reranker(
+    model: Any,
+    kind: str,
+    *,
+    tokenizer: Any = None,
+    device: Any = "auto",
+    dtype: Any = None,
+    batch_size: int = 32,
+    max_length: int = 512,
+    max_tokens: int | None = None,
+    **options: Any,
+) -> Reranker:
+    """Load a re-ranker of family ``kind`` from a checkpoint directory, a hub id, or a model in memory.
+
+    Args:
+        model: a directory, a hub id, or an already-loaded ``transformers`` model (``nn.Module``,
+            used as is: not copied, so in-place weight updates such as an α sweep are seen).
+        kind: one of :data:`KINDS`; checked against the model's architecture.
+        tokenizer: a tokenizer object or its path; defaults to the checkpoint's own (required
+            for a model in memory whose ``name_or_path`` holds no tokenizer).
+        device: ``"auto"`` (CUDA if present, else CPU; for a model in memory: where it is),
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"``. Resolved once.
+        dtype: ``None`` (float32; a model in memory keeps its dtype), ``"float32"``,
+            ``"bfloat16"``, ``"float16"`` (GPU only).
+        batch_size: pairs per forward pass; ``max_tokens`` replaces it with a padded-token budget.
+        max_length: maximum input length in tokens (a bi-encoder folder's ``max_seq_length``
+            caps it further).
+        **options: family options, e.g. ``true_token``/``false_token`` (monot5),
+            ``relevant_label`` (cross-encoder), ``pooling``/``normalize``/``similarity``
+            (bi-encoder), ``max_document_length``/``max_query_length`` (query-likelihood).
+
+    Example::
+
+        rr = load_reranker("castorini/monot5-base-msmarco", "monot5", device="cuda", dtype="bfloat16")
+        run = rr.rerank(bm25_run, corpus, queries, top_k=100)
+    """
+    import torch
+
+    cls = reranker_class(kind)
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        valid = ", ".join(sorted(cls.options)) or "none"
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}")
+    for name, value in (("batch_size", batch_size), ("max_length", max_length), ("max_tokens", max_tokens)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if max_tokens is not None and max_tokens < max_length:
+        raise ConfigError(f"max_tokens ({max_tokens}) must be at least max_length ({max_length})")
+
+    if isinstance(model, torch.nn.Module):
+        return _from_memory(cls, model, tokenizer, device, dtype, batch_size, max_length, max_tokens, options)
+    if not isinstance(model, (str, os.PathLike)):
+        raise ConfigError(
+            f"model must be a path, a hub id or a transformers model, got {type(model).__name__}"
+        )
+
+    from . import base
+
+    source = resolve_source(model)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    config = base.load_config(source)
+    cls.check_family(base.architectures_of(config), config, source.label)
+    options = cls.prepare_options(source, dict(options))
+    _check_positions(config, max_length, source.label)
+
+    import transformers
+
+    auto = getattr(transformers, cls.auto_class)
+    location = options.pop("_model_location", None) or source.local or source.ref
+    try:
+        loaded = auto.from_pretrained(location, dtype=torch_dtype or torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise base.CheckpointError(f"cannot load {kind} model from {source.label}: {exc}") from exc
+    loaded.to(torch_device).eval()
+    tok = base.load_tokenizer(tokenizer if tokenizer is not None else location, source.label)
+    logger.info("loaded %s re-ranker %s on %s (%s)", kind, source.label, torch_device, loaded.dtype)
+    return cls(
+        loaded,
+        tok,
+        device=torch_device,
+        batch_size=batch_size,
+        max_length=max_length,
+        max_tokens=max_tokens,
+        source=source.label,
+        **options,
+    )
+
+
+def _from_memory(
+    cls: type[Reranker],
+    model: Any,
+    tokenizer: Any,
+    device: Any,
+    dtype: Any,
+    batch_size: int,
+    max_length: int,
+    max_tokens: int | None,
+    options: dict[str, Any],
+) -> Reranker:
+    from . import base
+
+    config = getattr(model, "config", None)
+    if config is None:
+        raise base.ModelError(f"{type(model).__name__} has no .config; pass a transformers model")
+    label = f"<{type(model).__name__} in memory>"
+    cls.check_family([type(model).__name__], config, label)
+    _check_positions(config, max_length, label)
+    current = next(model.parameters()).device
+    auto_device = device is None or (isinstance(device, str) and device.strip().lower() == "auto")
+    torch_device = current if auto_device else resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if tokenizer is None:
+        name = getattr(config, "_name_or_path", "") or getattr(model, "name_or_path", "")
+        if not name:
+            raise ConfigError(f"{label}: pass tokenizer=..., the model does not say where it was loaded from")
+        tokenizer = name
+    tok = base.load_tokenizer(tokenizer, label)
+    # nn.Module.to works in place: the caller's object is the one scored (α sweeps rely on it)
+    if torch_dtype is not None:
+        model.to(dtype=torch_dtype)
+    model.to(torch_device).eval()
+    name = getattr(config, "_name_or_path", "") or ""
+    folder = base.Source(name, base.Path(name)) if name and base.Path(name).is_dir() else None
+    options = cls.prepare_options(folder, dict(options))
+    options.pop("_model_location", None)
+    return cls(
+        model,
+        tok,
+        device=torch_device,
+        batch_size=batch_size,
+        max_length=max_length,
+        max_tokens=max_tokens,
+        source=label,
+        **options,
+    )
+
+
+def _check_positions(config: Any, max_length: int, label: str) -> None:
+    limit = getattr(config, "max_position_embeddings", None)
+    if (
+        isinstance(limit, int)
+        and getattr(config, "model_type", "") in _ABSOLUTE_POSITIONS
+        and max_length > limit
+    ):
+        raise ConfigError(
+            f"max_length {max_length} exceeds max_position_embeddings {limit} of {label}; lower --max-length"
+        )
+
+
+# model types with learned absolute positions (a longer input would index past the table)
+_ABSOLUTE_POSITIONS = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "gpt2"})
+
+__all__ = [
+    "KINDS",
+    "REGISTRY",
+    "BiEncoderReranker",
+    "CrossEncoderReranker",
+    "MonoT5Reranker",
+    "Packed",
+    "QueryLikelihoodReranker",
+    "Reranker",
+    "load_reranker",
+    "plan_batches",
+    "reranker_class",
+    "resolve_device",
+    "resolve_dtype",
+]
