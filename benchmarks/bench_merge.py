@@ -1,0 +1,121 @@
+"""Speed and memory of `taskrank merge` on three t5-base-shaped checkpoints (float32, ~0.9 GB each).
+
+Compares, in one run and on warm page cache:
+  (a) taskrank merge (streaming, one tensor at a time),
+  (b) the approach of the paper's scripts: load the three full models, subtract and add whole
+      state dicts, save the result,
+  (c) the raw I/O floor: read the three checkpoints once (cat > /dev/null) and write one (cp).
+Peak RSS and wall time come from /usr/bin/time -v.
+
+    .venv/bin/python benchmarks/bench_merge.py [--work bench-work/merge] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def build(work: Path) -> dict[str, Path]:
+    """Three random t5-base-shaped checkpoints (built once, then reused)."""
+    paths = {role: work / role for role in ("pretrained", "ranker", "domain")}
+    script = textwrap.dedent(
+        """
+        import sys, torch
+        from transformers import T5Config, T5ForConditionalGeneration
+        from taskrank.tiny import t5_tokenizer
+        cfg = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
+                       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+        cfg.architectures = ["T5ForConditionalGeneration"]
+        torch.manual_seed(int(sys.argv[2]))
+        T5ForConditionalGeneration(cfg).save_pretrained(sys.argv[1], max_shard_size="10GB")
+        t5_tokenizer().save_pretrained(sys.argv[1])
+        """
+    )
+    for seed, (role, path) in enumerate(paths.items()):
+        if not (path / "model.safetensors").exists():
+            print(f"building {role} ...", flush=True)
+            subprocess.run([PY, "-c", script, str(path), str(seed)], check=True)
+    return paths
+
+
+PAPER = textwrap.dedent(
+    """
+    import sys
+    from transformers import T5ForConditionalGeneration
+    ranker, domain, pretrained, alpha, out = sys.argv[1:6]
+    r = T5ForConditionalGeneration.from_pretrained(ranker)
+    d = T5ForConditionalGeneration.from_pretrained(domain)
+    p = T5ForConditionalGeneration.from_pretrained(pretrained)
+    pre = p.state_dict()
+    vector = {k: v - pre[k] for k, v in d.state_dict().items()}
+    merged = {k: v + float(alpha) * vector[k] for k, v in r.state_dict().items()}
+    r.load_state_dict(merged)
+    r.save_pretrained(out)
+    """
+)
+
+
+def timed(cmd: list[str] | str, shell: bool = False) -> tuple[float, float]:
+    """(wall seconds, peak RSS in GB) of a command under /usr/bin/time -v."""
+    full = ["/usr/bin/time", "-v", *cmd] if not shell else ["/usr/bin/time", "-v", "bash", "-c", cmd]
+    proc = subprocess.run(full, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed: {cmd}\n{proc.stderr[-2000:]}")
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
+    h, m, s = wall.groups()
+    return int(h or 0) * 3600 + int(m) * 60 + float(s), rss_kb * 1024 / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=ROOT / "bench-work" / "merge")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    paths = build(args.work)
+    size = (paths["ranker"] / "model.safetensors").stat().st_size / 1e9
+    out = args.work / "out"
+    files = " ".join(str(p / "model.safetensors") for p in paths.values())
+    methods = {
+        "I/O floor (cat 3 + cp 1)": (
+            f"cat {files} > /dev/null && mkdir -p {out} && cp {paths['ranker']}/model.safetensors {out}/",
+            True,
+        ),
+        "paper's approach (3 full models)": (
+            [PY, "-c", PAPER, str(paths["ranker"]), str(paths["domain"]), str(paths["pretrained"]), "0.7", str(out)],
+            False,
+        ),
+        "taskrank merge": (
+            [str(Path(PY).parent / "taskrank"), "merge", "--ranker", str(paths["ranker"]), "--domain",
+             str(paths["domain"]), "--pretrained", str(paths["pretrained"]), "--alpha", "0.7", "--out", str(out),
+             "--overwrite", "--quiet"],
+            False,
+        ),
+    }  # fmt: skip
+    subprocess.run(["cat", *files.split()], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
+    results: dict[str, tuple[float, float]] = {}
+    for _ in range(args.repeats):
+        for name, (cmd, shell) in methods.items():
+            shutil.rmtree(out, ignore_errors=True)
+            wall, rss = timed(cmd, shell)
+            best = results.get(name)
+            results[name] = (min(wall, best[0]) if best else wall, max(rss, best[1]) if best else rss)
+    shutil.rmtree(out, ignore_errors=True)
+    floor = results["I/O floor (cat 3 + cp 1)"][0]
+    print(f"one checkpoint: {size:.2f} GB (float32, t5-base shape); best of {args.repeats} runs, warm cache")
+    print(f"{'method':36s} {'wall s':>8s} {'× floor':>8s} {'peak RSS GB':>12s} {'× ckpt':>7s}")
+    for name, (wall, rss) in results.items():
+        print(f"{name:36s} {wall:8.2f} {wall / floor:8.2f} {rss:12.2f} {rss / size:7.2f}")
+
+
+if __name__ == "__main__":
+    main()

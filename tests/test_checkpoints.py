@@ -1,0 +1,137 @@
+"""Checkpoint resolution (directories, hub ids through the cache), lazy reading, and the merge CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from huggingface_hub import constants
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from taskrank.checkpoints import (
+    Checkpoint,
+    ShardedSafetensorsWriter,
+    TensorSpec,
+    fingerprint,
+    resolve_checkpoint,
+)
+from taskrank.cli import app
+from taskrank.errors import CheckpointError
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_hub_id_offline_and_not_cached_names_the_id(hub_cache):
+    with pytest.raises(
+        CheckpointError, match="'someone/not-cached-model' is not a local directory and is not in"
+    ):
+        resolve_checkpoint("someone/not-cached-model")
+
+
+def test_hub_id_found_in_a_prefilled_cache(hub_cache, t5_trio):
+    repo = hub_cache / "models--castorini--monot5-tiny"
+    snap = repo / "snapshots" / SHA
+    shutil.copytree(t5_trio["ranker"], snap)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(SHA)
+    ckpt = Checkpoint("castorini/monot5-tiny")
+    assert ckpt.path == snap
+    assert ckpt.provenance() == {
+        "ref": "castorini/monot5-tiny", "path": str(snap), "format": "safetensors",
+        "hub_id": "castorini/monot5-tiny", "revision": SHA,
+    }  # fmt: skip
+    assert fingerprint("castorini/monot5-tiny") == f"castorini/monot5-tiny@{SHA}"
+
+
+def test_invalid_ids_and_paths():
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resolve_checkpoint("./no/such/dir")
+    with pytest.raises(CheckpointError, match="neither an existing directory nor a valid hub id"):
+        resolve_checkpoint("bad id with spaces")
+
+
+def test_a_file_is_not_a_checkpoint(tmp_path):
+    f = tmp_path / "model.safetensors"
+    f.write_text("x")
+    with pytest.raises(CheckpointError, match="is a file"):
+        resolve_checkpoint(f)
+
+
+def test_lazy_reads_match_safetensors(t5_trio):
+    ckpt = Checkpoint(t5_trio["ranker"])
+    reference = load_file(str(t5_trio["ranker"] / "model.safetensors"))
+    assert sorted(ckpt.keys()) == sorted(reference)
+    for k, v in reference.items():
+        assert ckpt.shape(k) == tuple(v.shape) and ckpt.dtype(k) == v.dtype
+        assert torch.equal(ckpt.get(k), v)
+    with pytest.raises(CheckpointError, match="'nope' not found in checkpoint"):
+        ckpt.get("nope")
+    assert ckpt.sha256() == fingerprint(t5_trio["ranker"]).removeprefix("sha256:")
+
+
+def test_writer_round_trip_and_shards(tmp_path):
+    tensors = {
+        "a": torch.randn(3, 5),
+        "b": torch.randn(7).to(torch.bfloat16),
+        "c": torch.arange(4),
+        "d": torch.zeros(0, 2),
+        "e": torch.tensor(1.5, dtype=torch.float16),
+    }
+    specs = [TensorSpec(k, tuple(v.shape), v.dtype) for k, v in tensors.items()]
+    writer = ShardedSafetensorsWriter(tmp_path, specs, max_shard_size=40)
+    for k, v in tensors.items():
+        writer.write(k, v)
+    writer.close()
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) >= 2
+    back = {}
+    for shard in set(index["weight_map"].values()):
+        back.update(load_file(str(tmp_path / shard)))  # the reference reader accepts our files
+    for k, v in tensors.items():
+        assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
+    bad = ShardedSafetensorsWriter(tmp_path / "x", specs)
+    with pytest.raises(CheckpointError, match="expected a"):
+        bad.write("b", tensors["b"])
+
+
+def test_cli_merge(t5_trio, tmp_path):
+    out = tmp_path / "merged"
+    args = ["merge", "--ranker", str(t5_trio["ranker"]), "--domain", str(t5_trio["domain"]),
+            "--pretrained", str(t5_trio["pretrained"]), "--alpha", "0.7", "--layers", "0", "--mode", "except",
+            "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "tensors merged" in result.output and str(out) in result.output
+    meta = json.loads((out / "taskrank_merge.json").read_text())
+    assert meta["alpha"] == [0.7] and meta["selection"] == {
+        "layers": [0], "mode": "except", "include": [], "exclude": [], "description": "layers 0 (except)",
+    }  # fmt: skip
+
+
+def test_cli_errors_are_one_line_and_exit_2(t5_trio, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    cmd = [sys.executable, "-c", "from taskrank.cli import main; main()", "merge",
+           "--ranker", str(t5_trio["ranker"]), "--domain", str(t5_trio["domain"]),
+           "--pretrained", str(t5_trio["pretrained"]), "--alpha", "0.5", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr and "already exists" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([*cmd[:-2], "--out", str(tmp_path / "n"), "--mode", "sideways", "--layers", "1"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "valid: only, except" in proc.stderr
+    assert not (tmp_path / "n").exists()
