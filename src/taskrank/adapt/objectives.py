@@ -211,10 +211,11 @@ def make_batcher(
     from transformers import DataCollatorForLanguageModeling
 
     if objective == "span-corruption":
+        sentinels = sentinel_ids(tokenizer)
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ModelError("span corruption needs a tokenizer with a pad and an EOS token")
         collator = SpanCorruptionCollator(
-            sentinels=sentinel_ids(tokenizer),
+            sentinels=sentinels,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
             noise_density=noise_density,
