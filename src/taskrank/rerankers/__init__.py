@@ -21,7 +21,15 @@ import os
 from typing import Any
 
 from ..errors import ConfigError
-from .base import Packed, Reranker, plan_batches, resolve_device, resolve_dtype, resolve_source
+from .base import (
+    Packed,
+    Reranker,
+    plan_batches,
+    resolve_device,
+    resolve_dtype,
+    resolve_source,
+    select_candidates,
+)
 from .bi_encoder import BiEncoderReranker
 from .cross_encoder import CrossEncoderReranker
 from .monot5 import MonoT5Reranker
@@ -212,4 +220,5 @@ __all__ = [
     "reranker_class",
     "resolve_device",
     "resolve_dtype",
+    "select_candidates",
 ]

@@ -421,39 +421,15 @@ class Reranker:
         """Re-score the ``top_k`` first-stage candidates of each query; returns a new run.
 
         ``candidates`` maps query id → document id → first-stage score; the ``top_k``
-        best-scored documents of each query (ties broken by document id) are scored with the
-        model on ``title + " " + text``. Every id is checked before any scoring starts.
+        best-scored documents of each query (ranked as trec_eval ranks them) are scored with
+        the model on ``title + " " + text``. Every id is checked before any scoring starts
+        (:func:`select_candidates`).
 
         Example::
 
             run = rr.rerank(bm25_run, dataset.corpus, dataset.queries, top_k=100)
         """
-        if top_k < 1:
-            raise ConfigError(f"top_k must be at least 1, got {top_k}")
-        missing_queries = [qid for qid in candidates if qid not in queries]
-        if missing_queries:
-            raise DataError(
-                f"{len(missing_queries)} candidate query id(s) are not in the queries: "
-                f"{_few(missing_queries)}"
-            )
-        empty_queries = [qid for qid in candidates if not str(queries[qid]).strip()]
-        if empty_queries:
-            raise DataError(f"empty query text for query id(s) {_few(empty_queries)}")
-        selected: list[tuple[str, str]] = []
-        for qid, docs in candidates.items():
-            ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))[:top_k]
-            selected.extend((qid, did) for did, _ in ranked)
-        missing_docs = sorted({did for _, did in selected if did not in corpus})
-        if missing_docs:
-            raise DataError(
-                f"{len(missing_docs)} candidate document id(s) are not in the corpus: {_few(missing_docs)}"
-            )
-        from ..data import doc_text
-
-        texts = {did: doc_text(corpus[did]) for did in {did for _, did in selected}}
-        empty_docs = sorted(did for did, text in texts.items() if not text)
-        if empty_docs:
-            raise DataError(f"empty title and text for document id(s) {_few(empty_docs)}")
+        selected, texts = select_candidates(candidates, corpus, queries, top_k)
         run: dict[str, dict[str, float]] = {qid: {} for qid in candidates}
         if not selected:
             return run
@@ -466,3 +442,40 @@ class Reranker:
         name = type(self).__name__
         return f"{name}(source={self.source!r}, device={self.device}, batch_size={self.batch_size})"
 
+
+def select_candidates(
+    candidates: Run, corpus: Corpus, queries: Queries, top_k: int = 100
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The (query id, document id) pairs to re-rank and the text of each document.
+
+    Takes the ``top_k`` documents of each query as trec_eval ranks them (score descending,
+    ties by document id descending) and checks every id and text, so that a bad input fails
+    before a model is loaded or run.
+
+    Example::
+
+        pairs, texts = select_candidates({"q1": {"d1": 2.0}}, corpus, queries, top_k=100)
+    """
+    from ..data import doc_text, ranked
+
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"top_k must be at least 1, got {top_k!r}")
+    missing_queries = [qid for qid in candidates if qid not in queries]
+    if missing_queries:
+        raise DataError(
+            f"{len(missing_queries)} candidate query id(s) are not in the queries: {_few(missing_queries)}"
+        )
+    empty_queries = [qid for qid in candidates if not str(queries[qid]).strip()]
+    if empty_queries:
+        raise DataError(f"empty query text for query id(s) {_few(empty_queries)}")
+    selected = [(qid, did) for qid, docs in candidates.items() for did, _ in ranked(docs)[:top_k]]
+    missing_docs = sorted({did for _, did in selected if did not in corpus})
+    if missing_docs:
+        raise DataError(
+            f"{len(missing_docs)} candidate document id(s) are not in the corpus: {_few(missing_docs)}"
+        )
+    texts = {did: doc_text(corpus[did]) for _, did in selected}
+    empty_docs = sorted(did for did, text in texts.items() if not text)
+    if empty_docs:
+        raise DataError(f"empty title and text for document id(s) {_few(empty_docs)}")
+    return selected, texts

@@ -1,0 +1,88 @@
+"""``taskrank rerank``: re-score a first-stage run with a model and write a TREC run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import ConfigError
+from ..rerankers import KINDS
+
+logger = logging.getLogger(__name__)
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` → (key, value); integers and true/false are converted, the rest stays text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--option expects KEY=VALUE, got {text!r}")
+    value: Any = raw
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    elif raw.lstrip("-").isdigit():
+        value = int(raw)
+    return key.strip(), value
+
+
+def rerank_command(
+    model: str = typer.Option(..., "--model", "-m", help="Checkpoint directory or hub id."),
+    kind: str = typer.Option(..., "--kind", "-k", help=f"Scoring family: {' | '.join(KINDS)}."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="BEIR folder (or dataset name)."),
+    candidates: Path = typer.Option(..., "--candidates", "-c", help="First-stage TREC run to re-rank."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output TREC run (written atomically)."),
+    split: str = typer.Option("test", "--split", help="Split whose queries are re-ranked."),
+    top_k: int = typer.Option(100, "--top-k", help="Candidates re-ranked per query."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Pairs per forward pass."),
+    max_tokens: int | None = typer.Option(
+        None, "--max-tokens", help="Padded-token budget per batch (replaces --batch-size)."
+    ),
+    max_length: int = typer.Option(512, "--max-length", help="Maximum input length in tokens."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16 (GPU only)."),
+    option: list[str] = typer.Option(
+        [], "--option", help="Family option KEY=VALUE, e.g. true_token=▁yes (repeatable)."
+    ),
+    tag: str = typer.Option("taskrank", "--tag", help="Run tag (last column of the TREC run)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Re-rank the top-k candidates of each query with a model of the given family."""
+    from ..data import load_beir, read_run, write_run
+    from ..rerankers import load_reranker, reranker_class, select_candidates
+
+    reranker_class(kind)  # an unknown kind fails before anything is read
+    options = dict(parse_option(text) for text in option)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"output {out} already exists; pass --overwrite to replace it")
+    data = load_beir(dataset, split=split, progress=not quiet)
+    run = read_run(candidates)
+    # every id is checked before the model is loaded
+    select_candidates(run, data.corpus, data.queries, top_k)
+    reranker = load_reranker(
+        model,
+        kind,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        max_length=max_length,
+        max_tokens=max_tokens,
+        **options,
+    )
+    start = time.perf_counter()
+    result = reranker.rerank(run, data.corpus, data.queries, top_k=top_k, progress=not quiet)
+    seconds = time.perf_counter() - start
+    write_run(result, out, tag=tag)
+    pairs = sum(len(docs) for docs in result.values())
+    if not quiet:
+        typer.echo(
+            f"re-ranked {pairs} pairs of {len(result)} queries in {seconds:.1f}s "
+            f"({pairs / max(seconds, 1e-9):.1f} pairs/s) on {reranker.device}; wrote {out}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rerank")(rerank_command)
