@@ -1,0 +1,193 @@
+"""Ranking metrics through ranx, with trec_eval's conventions made explicit.
+
+ranx (Bassani, ECIR 2022) computes the metrics; this module only prepares its input so that
+the values are trec_eval's (the definitions pytrec_eval exposes):
+
+- score ties are broken by document id, descending, as trec_eval does: each query's
+  documents are re-scored by their trec_eval rank before ranx sees them (every metric
+  here depends on ranks only, so this changes nothing else);
+- nDCG uses linear gains (trec_eval's ``ndcg_cut``, Järvelin & Kekäläinen 2002);
+- relevance >= 1 is relevant; negative labels (explicit negatives) count as 0;
+- P@k divides by k even when fewer documents were retrieved; MAP@k divides by all relevant.
+
+Two rules decide which queries count, and reports state both:
+
+1. queries without judgments (in the run, not in the qrels) are excluded;
+2. a judged query with no retrieved documents counts as 0 for every metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..data import ranked
+from ..errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "p@10", "ndcg@3", "recall@100", "map@100", "mrr@10")
+
+# our metric family -> (ranx name, display name)
+METRIC_FAMILIES: dict[str, tuple[str, str]] = {
+    "ndcg": ("ndcg", "nDCG"),
+    "p": ("precision", "P"),
+    "recall": ("recall", "R"),
+    "map": ("map", "MAP"),
+    "mrr": ("mrr", "MRR"),
+}
+_ALIASES = {"precision": "p", "r": "recall", "ap": "map", "rr": "mrr"}
+_METRIC_RE = re.compile(r"^([a-z]+)(?:@(\d+))?$")
+
+RULES: tuple[str, ...] = (
+    "Queries without relevance judgments are excluded.",
+    "A judged query with no retrieved documents counts as 0 for every metric.",
+)
+
+
+def parse_metric(name: str) -> tuple[str, int | None]:
+    """Normalise a metric name: ``"nDCG@10" -> ("ndcg", 10)``, ``"P@10" -> ("p", 10)``.
+
+    >>> parse_metric("R@100")
+    ('recall', 100)
+    """
+    match = _METRIC_RE.match(name.strip().lower())
+    family = _ALIASES.get(match.group(1), match.group(1)) if match else None
+    if match is None or family not in METRIC_FAMILIES:
+        valid = ", ".join(f"{f}@k" for f in METRIC_FAMILIES)
+        raise ConfigError(f"unknown metric {name!r}; valid: {valid} (k optional, e.g. ndcg@10, p@10, map)")
+    k = int(match.group(2)) if match.group(2) else None
+    if k is not None and k < 1:
+        raise ConfigError(f"metric {name!r}: the cutoff must be >= 1")
+    return family, k
+
+
+def canonical_metric(name: str) -> str:
+    """``"P@10" -> "p@10"``, ``"nDCG@10" -> "ndcg@10"``, ``"R@100" -> "recall@100"``."""
+    family, k = parse_metric(name)
+    return family if k is None else f"{family}@{k}"
+
+
+def display_metric(name: str) -> str:
+    """The name a paper prints: ``"ndcg@10" -> "nDCG@10"``, ``"p@10" -> "P@10"``."""
+    family, k = parse_metric(name)
+    label = METRIC_FAMILIES[family][1]
+    return label if k is None else f"{label}@{k}"
+
+
+def _ranx_metric(name: str) -> str:
+    family, k = parse_metric(name)
+    base = METRIC_FAMILIES[family][0]
+    return base if k is None else f"{base}@{k}"
+
+
+@dataclass
+class Evaluation:
+    """Per-query and mean metric values of one run.
+
+    ``per_query[metric][qid]`` covers every judged query (in qrels order); ``excluded`` are
+    run queries without judgments; ``empty`` are judged queries the run retrieved nothing for.
+    """
+
+    metrics: tuple[str, ...]
+    queries: list[str]
+    per_query: dict[str, dict[str, float]]
+    mean: dict[str, float]
+    excluded: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
+
+    def values(self, metric: str) -> np.ndarray:
+        """Per-query values of ``metric`` as an array in ``queries`` order."""
+        key = canonical_metric(metric)
+        if key not in self.per_query:
+            raise ConfigError(f"metric {metric!r} was not evaluated; evaluated: {', '.join(self.metrics)}")
+        scores = self.per_query[key]
+        return np.array([scores[q] for q in self.queries], dtype=float)
+
+    def notes(self) -> list[str]:
+        """The counting rules, with how many queries each one touched."""
+        return [
+            f"{RULES[0]} ({len(self.excluded)} run queries without judgments excluded; "
+            f"{len(self.queries)} judged queries evaluated.)",
+            f"{RULES[1]} ({len(self.empty)} such queries.)",
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: means, per-query values, and the counting rules."""
+        return {
+            "metrics": list(self.metrics),
+            "mean": dict(self.mean),
+            "per_query": {m: dict(v) for m, v in self.per_query.items()},
+            "num_queries": len(self.queries),
+            "excluded_queries": list(self.excluded),
+            "empty_queries": list(self.empty),
+            "notes": self.notes(),
+        }
+
+    def to_markdown(self, name: str = "run") -> str:
+        """A one-row Markdown table plus the counting rules."""
+        header = "| system | " + " | ".join(display_metric(m) for m in self.metrics) + " |"
+        rule = "|---|" + "---:|" * len(self.metrics)
+        row = f"| {name} | " + " | ".join(f"{self.mean[m]:.4f}" for m in self.metrics) + " |"
+        return "\n".join([header, rule, row, "", *(f"- {n}" for n in self.notes())]) + "\n"
+
+
+def _trec_ordered(run: Mapping[str, Mapping[str, float]], qids: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Re-score each query's documents by trec_eval rank (n, n-1, …, 1) so ranx sees no ties."""
+    out: dict[str, dict[str, float]] = {}
+    for qid in qids:
+        scores = run.get(qid)
+        if not scores:
+            continue
+        for doc_id, score in scores.items():
+            if not np.isfinite(score):
+                raise DataError(f"run: score of query {qid!r} document {doc_id!r} is not finite ({score})")
+        order = ranked(scores)
+        n = len(order)
+        out[qid] = {doc_id: float(n - i) for i, (doc_id, _) in enumerate(order)}
+    return out
+
+
+def evaluate(
+    run: Mapping[str, Mapping[str, float]],
+    qrels: Mapping[str, Mapping[str, int]],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> Evaluation:
+    """Evaluate ``run`` against ``qrels`` (trec_eval definitions, computed by ranx).
+
+    >>> ev = evaluate({"q1": {"d1": 2.0, "d2": 1.0}}, {"q1": {"d2": 1}}, ["p@1", "mrr@10"])
+    >>> ev.mean["p@1"], ev.mean["mrr@10"]
+    (0.0, 0.5)
+    """
+    from ranx import Qrels as RanxQrels
+    from ranx import Run as RanxRun
+    from ranx import evaluate as ranx_evaluate
+
+    keys = list(dict.fromkeys(canonical_metric(m) for m in metrics))
+    if not keys:
+        raise ConfigError("no metrics to evaluate")
+    judged = [qid for qid, docs in qrels.items() if docs]
+    if not judged:
+        raise DataError("qrels hold no judgments")
+    judged_set = set(judged)
+    excluded = [qid for qid in run if qid not in judged_set]
+    empty = [qid for qid in judged if not run.get(qid)]
+    prepared = _trec_ordered(run, judged)
+    per_query: dict[str, dict[str, float]] = {k: dict.fromkeys(judged, 0.0) for k in keys}
+    if prepared:
+        ranx_qrels = RanxQrels({qid: {d: max(int(r), 0) for d, r in qrels[qid].items()} for qid in judged})
+        # make_comparable adds the judged queries the run lacks (scored 0) and drops the rest
+        ranx_run = RanxRun(prepared).make_comparable(ranx_qrels)
+        names = [_ranx_metric(k) for k in keys]
+        ranx_evaluate(ranx_qrels, ranx_run, names, save_results_in_run=True)
+        for key, name in zip(keys, names, strict=True):
+            for qid, value in ranx_run.scores[name].items():
+                if qid in judged_set:
+                    per_query[key][qid] = float(value)
+    mean = {k: float(np.mean([per_query[k][q] for q in judged])) for k in keys}
+    return Evaluation(tuple(keys), judged, per_query, mean, excluded, empty)

@@ -1,0 +1,302 @@
+"""BM25 first stage with bm25s: language-aware tokenisation, cached index, TREC-style runs.
+
+Okapi BM25 (Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond",
+2009) as implemented by bm25s (Lù, 2024, arXiv 2407.03618), with Snowball stemming
+(PyStemmer) and per-language stop words. The default variant is Lucene's, the one
+Elasticsearch and Anserini use, so numbers are comparable to the BEIR baselines.
+
+The index of a corpus is built once per (corpus content, parameters) and cached on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_dir
+from .data import Corpus, Queries, Run, doc_text
+from .errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+# language -> (Snowball stemmer, bm25s stop-word list); aliases map ISO codes to names
+LANGUAGES: dict[str, tuple[str, str]] = {
+    "english": ("english", "en"),
+    "german": ("german", "de"),
+    "french": ("french", "fr"),
+    "spanish": ("spanish", "es"),
+    "italian": ("italian", "it"),
+    "portuguese": ("portuguese", "pt"),
+    "dutch": ("dutch", "nl"),
+    "swedish": ("swedish", "sv"),
+    "norwegian": ("norwegian", "no"),
+    "danish": ("danish", "da"),
+    "russian": ("russian", "ru"),
+    "turkish": ("turkish", "tr"),
+}
+_ALIASES = {"en": "english", "de": "german", "fr": "french", "es": "spanish", "it": "italian",
+            "pt": "portuguese", "nl": "dutch", "sv": "swedish", "no": "norwegian", "da": "danish",
+            "ru": "russian", "tr": "turkish"}  # fmt: skip
+VARIANTS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+_META = "taskrank-bm25.json"
+_INDEX_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class BM25Params:
+    """Everything that determines a BM25 ranking; recorded next to every run."""
+
+    language: str = "english"
+    k1: float = 1.5
+    b: float = 0.75
+    variant: str = "lucene"
+    delta: float = 0.5
+    stemming: bool = True
+    stopwords: bool = True
+
+    def __post_init__(self) -> None:
+        language = _ALIASES.get(self.language.lower(), self.language.lower())
+        if language not in LANGUAGES:
+            raise ConfigError(
+                f"unsupported BM25 language {self.language!r}; valid: {', '.join(sorted(LANGUAGES))} "
+                f"(or the codes {', '.join(sorted(_ALIASES))})"
+            )
+        object.__setattr__(self, "language", language)
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"unknown BM25 variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
+        if not self.k1 >= 0:
+            raise ConfigError(f"BM25 k1 must be >= 0, got {self.k1}")
+        if not 0 <= self.b <= 1:
+            raise ConfigError(f"BM25 b must be in [0, 1], got {self.b}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters plus the implementation, for reports and run metadata."""
+        import bm25s
+
+        record = asdict(self)
+        record["stemmer"] = f"snowball-{LANGUAGES[self.language][0]}" if self.stemming else None
+        record["implementation"] = f"bm25s {bm25s.__version__}"
+        record["token_pattern"] = TOKEN_PATTERN
+        return record
+
+
+def corpus_fingerprint(corpus: Corpus) -> str:
+    """sha256 of the corpus content (ids, titles and texts in order): the cache key of its index.
+
+    >>> corpus_fingerprint({"d1": {"title": "", "text": "a"}})[:12]
+    '62a7dc8929d7'
+    """
+    digest = hashlib.sha256()
+    for doc_id, doc in corpus.items():
+        for part in (doc_id, doc.get("title") or "", doc.get("text") or ""):
+            encoded = part.encode("utf-8")
+            digest.update(len(encoded).to_bytes(8, "little"))
+            digest.update(encoded)
+    return digest.hexdigest()
+
+
+def default_index_cache() -> Path:
+    """``$TASKRANK_CACHE/bm25`` if set, else ``~/.cache/taskrank/bm25``."""
+    root = os.environ.get("TASKRANK_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "taskrank") / "bm25"
+
+
+class BM25Index:
+    """A BM25 index over one corpus with fixed :class:`BM25Params`.
+
+    >>> index = BM25Index.build(corpus, BM25Params(language="french"))  # doctest: +SKIP
+    >>> run = index.search(queries, k=100)  # doctest: +SKIP
+    """
+
+    def __init__(self, retriever: Any, doc_ids: list[str], params: BM25Params, fingerprint: str) -> None:
+        self.retriever = retriever
+        self.doc_ids = doc_ids
+        self.params = params
+        self.fingerprint = fingerprint
+        self.path: Path | None = None
+        self.from_cache = False
+
+    def _tokenize(self, texts: list[str], *, progress: bool, return_ids: bool) -> Any:
+        return _tokenize(texts, self.params, progress=progress, return_ids=return_ids)
+
+    @classmethod
+    def build(cls, corpus: Corpus, params: BM25Params | None = None, *, progress: bool = True) -> BM25Index:
+        """Tokenise and index ``corpus`` (document text = title + " " + text)."""
+        import bm25s
+
+        params = params or BM25Params()
+        if not corpus:
+            raise DataError("cannot build a BM25 index over an empty corpus")
+        doc_ids = list(corpus)
+        tokens = _tokenize([doc_text(corpus[d]) for d in doc_ids], params, progress=progress, return_ids=True)
+        retriever = bm25s.BM25(k1=params.k1, b=params.b, delta=params.delta, method=params.variant)
+        retriever.index(tokens, show_progress=progress)
+        return cls(retriever, doc_ids, params, corpus_fingerprint(corpus))
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the index (bm25s arrays, doc ids, parameters) atomically to ``path``."""
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            self.retriever.save(str(tmp), show_progress=False)
+            meta = {
+                "format": _INDEX_FORMAT,
+                "fingerprint": self.fingerprint,
+                "params": self.params.to_dict(),
+                "doc_ids": self.doc_ids,
+            }
+            (tmp / _META).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        self.path = Path(path)
+        return self.path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> BM25Index:
+        """Read an index written by :meth:`save`."""
+        import bm25s
+
+        folder = Path(path)
+        meta_file = folder / _META
+        if not meta_file.is_file():
+            raise DataError(f"{folder}: not a taskrank BM25 index (no {_META})")
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            stored = meta["params"]
+            params = BM25Params(**{k: stored[k] for k in ("language", "k1", "b", "variant", "delta",
+                                                         "stemming", "stopwords")})  # fmt: skip
+            retriever = bm25s.BM25.load(str(folder), show_progress=False)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{folder}: the BM25 index is unreadable ({exc}); delete it to rebuild") from exc
+        index = cls(retriever, list(meta["doc_ids"]), params, meta["fingerprint"])
+        index.path = folder
+        return index
+
+    def search(self, queries: Queries, k: int = 100, *, progress: bool = True) -> Run:
+        """Top-``k`` documents per query with their BM25 scores. Documents that share no term
+        with the query (score 0) are not returned, so a query may get fewer than ``k`` or none."""
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        qids = list(queries)
+        run: Run = {qid: {} for qid in qids}
+        if not qids:
+            return run
+        tokens = self._tokenize([queries[q] for q in qids], progress=False, return_ids=False)
+        vocab = self.retriever.vocab_dict
+        # queries whose every term is unknown to the corpus match nothing
+        active = [i for i, toks in enumerate(tokens) if any(t in vocab and t for t in toks)]
+        if not active:
+            return run
+        depth = min(k, len(self.doc_ids))
+        docs, scores = self.retriever.retrieve(
+            [[t for t in tokens[i] if t in vocab and t] for i in active],
+            k=depth,
+            show_progress=progress,
+            n_threads=0,
+        )
+        ids = np.asarray(self.doc_ids, dtype=object)
+        for row, i in enumerate(active):
+            keep = scores[row] > 0
+            run[qids[i]] = dict(
+                zip(ids[docs[row][keep]].tolist(), scores[row][keep].astype(float).tolist(), strict=True)
+            )
+        return run
+
+
+def _tokenize(texts: list[str], params: BM25Params, *, progress: bool, return_ids: bool) -> Any:
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer(LANGUAGES[params.language][0]) if params.stemming else None
+    stopwords: str | list[str] = LANGUAGES[params.language][1] if params.stopwords else []
+    return bm25s.tokenize(
+        texts,
+        lower=True,
+        token_pattern=TOKEN_PATTERN,
+        stopwords=stopwords,
+        stemmer=stemmer,
+        return_ids=return_ids,
+        show_progress=progress,
+    )
+
+
+def _cache_key(fingerprint: str, params: BM25Params) -> str:
+    import bm25s
+
+    payload = json.dumps({"corpus": fingerprint, "params": asdict(params), "bm25s": bm25s.__version__,
+                          "format": _INDEX_FORMAT, "tokens": TOKEN_PATTERN}, sort_keys=True)  # fmt: skip
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
+
+
+def get_index(
+    corpus: Corpus,
+    params: BM25Params | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> BM25Index:
+    """The BM25 index of ``corpus``: loaded from ``cache_dir`` when one with the same corpus
+    content and parameters exists, otherwise built and saved there.
+
+    >>> index = get_index(corpus, BM25Params(k1=0.9, b=0.4), cache_dir="cache/bm25")  # doctest: +SKIP
+    >>> index.from_cache  # doctest: +SKIP
+    True
+    """
+    params = params or BM25Params()
+    if not corpus:
+        raise DataError("cannot build a BM25 index over an empty corpus")
+    fingerprint = corpus_fingerprint(corpus)
+    folder = Path(cache_dir) if cache_dir is not None else default_index_cache()
+    path = folder / f"bm25-{_cache_key(fingerprint, params)}"
+    if (path / _META).is_file():
+        try:
+            index = BM25Index.load(path)
+        except DataError as exc:
+            logger.warning("rebuilding the BM25 index: %s", exc)
+        else:
+            if index.fingerprint == fingerprint and len(index.doc_ids) == len(corpus):
+                index.from_cache = True
+                logger.info("BM25 index loaded from %s", path)
+                return index
+            logger.warning("BM25 index at %s does not match the corpus; rebuilding", path)
+    index = BM25Index.build(corpus, params, progress=progress)
+    index.save(path, overwrite=True)
+    logger.info("BM25 index saved to %s", path)
+    return index
+
+
+def bm25_search(
+    corpus: Corpus,
+    queries: Queries,
+    k: int = 100,
+    language: str = "english",
+    k1: float = 1.5,
+    b: float = 0.75,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    variant: str = "lucene",
+    progress: bool = True,
+) -> Run:
+    """BM25 top-``k`` per query over ``corpus``, with the index cached in ``cache_dir``
+    (default ``~/.cache/taskrank/bm25``).
+
+    >>> run = bm25_search(ds.corpus, ds.queries, k=100, language="english")  # doctest: +SKIP
+    """
+    params = BM25Params(language=language, k1=k1, b=b, variant=variant)
+    index = get_index(corpus, params, cache_dir=cache_dir, progress=progress)
+    return index.search(queries, k=k, progress=progress)
+
+
+def bm25_params(language: str = "english", k1: float = 1.5, b: float = 0.75, variant: str = "lucene") -> dict:
+    """The record of a BM25 configuration (variant, k1, b, stemmer, stop words, implementation)."""
+    return BM25Params(language=language, k1=k1, b=b, variant=variant).to_dict()
+
+
+def parse_languages(values: Sequence[str]) -> list[str]:
+    """Normalise language names/codes, e.g. ``["de", "French"] -> ["german", "french"]``."""
+    return [BM25Params(language=v).language for v in values]
