@@ -8,6 +8,7 @@ Retrieval Models", NeurIPS 2021 Datasets and Benchmarks).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -95,7 +96,7 @@ def _fetch(url: str, dest: Path, progress: bool) -> None:
 
     try:
         response = urllib.request.urlopen(url, timeout=60)
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         raise DataError(f"cannot download {url}: {exc}") from exc
     with response, open(dest, "wb") as out:
         length = response.headers.get("Content-Length")
@@ -113,7 +114,7 @@ def _fetch(url: str, dest: Path, progress: bool) -> None:
             while True:
                 try:
                     block = response.read(1 << 20)
-                except (OSError, urllib.error.URLError) as exc:
+                except (OSError, http.client.HTTPException) as exc:
                     raise DataError(f"download of {url} broke off after {received} bytes: {exc}") from exc
                 if not block:
                     break
