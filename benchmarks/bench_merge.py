@@ -1,18 +1,20 @@
 """Speed and memory of `taskrank merge` on three t5-base-shaped checkpoints (float32, ~0.9 GB each).
 
-Compares, in one run and on warm page cache:
+Compares, in one run, with the page cache dropped before each command (cold; when
+/proc/sys/vm/drop_caches is writable, i.e. as root) or warm (`--cache warm`):
   (a) taskrank merge (streaming, one tensor at a time),
   (b) the approach of the paper's scripts: load the three full models, subtract and add whole
       state dicts, save the result,
   (c) the raw I/O floor: read the three checkpoints once (cat > /dev/null) and write one (cp).
 Peak RSS and wall time come from /usr/bin/time -v.
 
-    .venv/bin/python benchmarks/bench_merge.py [--work bench-work/merge] [--repeats 2]
+    .venv/bin/python benchmarks/bench_merge.py [--work bench-work/merge] [--repeats 2] [--cache cold|warm]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -80,14 +82,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=ROOT / "bench-work" / "merge")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--cache", choices=("cold", "warm"), default="cold")
     args = ap.parse_args()
+    drop = Path("/proc/sys/vm/drop_caches")
+    if args.cache == "cold" and not (drop.exists() and os.access(drop, os.W_OK)):
+        raise SystemExit("--cache cold needs a writable /proc/sys/vm/drop_caches (run as root) or use --cache warm")
     paths = build(args.work)
     size = (paths["ranker"] / "model.safetensors").stat().st_size / 1e9
     out = args.work / "out"
     files = " ".join(str(p / "model.safetensors") for p in paths.values())
     methods = {
         "I/O floor (cat 3 + cp 1)": (
-            f"cat {files} > /dev/null && mkdir -p {out} && cp {paths['ranker']}/model.safetensors {out}/",
+            f"cat {files} > /dev/null && mkdir -p {out} && cp --reflink=never {paths['ranker']}/model.safetensors {out}/",
             True,
         ),
         "paper's approach (3 full models)": (
@@ -101,17 +107,21 @@ def main() -> None:
             False,
         ),
     }  # fmt: skip
-    subprocess.run(["cat", *files.split()], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
     results: dict[str, tuple[float, float]] = {}
     for _ in range(args.repeats):
         for name, (cmd, shell) in methods.items():
             shutil.rmtree(out, ignore_errors=True)
+            if args.cache == "cold":
+                subprocess.run(["sync"], check=True)
+                drop.write_text("3\n")
+            else:
+                subprocess.run(["cat", *files.split()], stdout=subprocess.DEVNULL, check=True)
             wall, rss = timed(cmd, shell)
             best = results.get(name)
             results[name] = (min(wall, best[0]) if best else wall, max(rss, best[1]) if best else rss)
     shutil.rmtree(out, ignore_errors=True)
     floor = results["I/O floor (cat 3 + cp 1)"][0]
-    print(f"one checkpoint: {size:.2f} GB (float32, t5-base shape); best of {args.repeats} runs, warm cache")
+    print(f"one checkpoint: {size:.2f} GB (float32, t5-base shape); best of {args.repeats} runs, {args.cache} cache")
     print(f"{'method':36s} {'wall s':>8s} {'× floor':>8s} {'peak RSS GB':>12s} {'× ckpt':>7s}")
     for name, (wall, rss) in results.items():
         print(f"{name:36s} {wall:8.2f} {wall / floor:8.2f} {rss:12.2f} {rss / size:7.2f}")

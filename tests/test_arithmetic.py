@@ -563,3 +563,14 @@ def test_interrupted_merge_leaves_no_output(t5_trio, tmp_path, monkeypatch):
         merge(t5_trio["ranker"], t5_trio["domain"], t5_trio["pretrained"], 0.5, out=tmp_path / "o")
     assert len(written) == 10
     assert not (tmp_path / "o").exists() and not no_leftovers(tmp_path)
+
+
+def test_in_memory_inputs_are_not_modified(t5_trio):
+    r, d, p = raw(t5_trio["ranker"]), raw(t5_trio["domain"]), raw(t5_trio["pretrained"])
+    copies = [{k: v.clone() for k, v in sd.items()} for sd in (r, d, p)]
+    out = merge(r, d, p, alpha=0.5).state_dict
+    for sd, copy in zip((r, d, p), copies):
+        for k, v in copy.items():
+            assert torch.equal(sd[k], v), k
+    k = "shared.weight"
+    assert torch.equal(out[k], r[k] + 0.5 * (d[k] - p[k]))

@@ -454,7 +454,10 @@ class TaskVector:
             if a.shape != b.shape:
                 rows = min(a.shape[0], b.shape[0])
                 a, b = a[:rows], b[:rows]
-            delta = a.float() - b.float()
+            if a.dtype == torch.float32 and getattr(ft, "fresh_reads", False):
+                delta = a.sub_(b)  # `a` is a fresh buffer read for this call
+            else:
+                delta = a.float() - b.float()
             if coef != 1.0:
                 delta.mul_(coef)
             if total is None:
@@ -690,6 +693,16 @@ def _plan(
     return items, vector_only
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """True when no element is NaN/Inf. A finite sum proves it (NaN and Inf propagate through a
+    sum); only when the sum is not finite is the exact, slower element-wise check needed."""
+    if t.numel() == 0:
+        return True
+    if math.isfinite(t.sum().item()):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
 def _merge_tensor(item: _PlanItem, base: Any, vector: TaskVector) -> tuple[torch.Tensor, str | None]:
     """The output tensor of ``item`` and, when it stays unchanged, why."""
     tensor = base.get(item.name)
@@ -702,13 +715,14 @@ def _merge_tensor(item: _PlanItem, base: Any, vector: TaskVector) -> tuple[torch
             f"tensor {item.name!r} has dtype {tensor.dtype}, which cannot be merged (its vector is non-zero)"
         )
     delta = vector.get(item.vector_key)
-    out = tensor.float()  # a fresh tensor read for this merge: safe to update in place
+    fresh = getattr(base, "fresh_reads", False) or tensor.dtype != torch.float32
+    out = tensor.float() if fresh else tensor.clone()  # never update the caller's tensors
     if delta.shape == out.shape:
         out.add_(delta)
     else:  # vocabulary rows differ and the policy allows the common rows
         rows = min(delta.shape[0], out.shape[0])
         out[:rows].add_(delta[:rows])
-    if not torch.isfinite(out).all():
+    if not _all_finite(out):
         if torch.isnan(delta).any():
             bad = "the domain/pretrained inputs hold NaN"
         elif not torch.isfinite(delta).all():
@@ -810,14 +824,27 @@ def merge(
         unpaired=vector.unpaired(),
     )
 
+    def finish(item: _PlanItem, future: Future[tuple[torch.Tensor, str | None]], consume: Any) -> None:
+        tensor, reason = future.result()
+        if reason is None:
+            report.merged.append(item.name)
+        else:
+            report.unchanged[item.name] = reason
+        consume(item, tensor)
+
     def run(consume: Any) -> None:
-        for item in _progress(items, progress, "merging"):
-            tensor, reason = _merge_tensor(item, base, scaled)
-            if reason is None:
-                report.merged.append(item.name)
-            else:
-                report.unchanged[item.name] = reason
-            consume(item, tensor)
+        # Two-stage pipeline: one worker reads and computes tensor i+1 while this thread hands
+        # tensor i to the writer (file I/O and torch ops release the GIL). At most two tensors
+        # are in flight, so memory stays bounded by the largest tensors, not the model.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskrank-merge") as pool:
+            pending: tuple[_PlanItem, Future[tuple[torch.Tensor, str | None]]] | None = None
+            for item in _progress(items, progress, "merging"):
+                future = pool.submit(_merge_tensor, item, base, scaled)
+                if pending is not None:
+                    finish(*pending, consume)
+                pending = (item, future)
+            if pending is not None:
+                finish(*pending, consume)
 
     try:
         if out is None:
@@ -996,7 +1023,7 @@ class AlphaSweep:
             else:
                 rows = min(scaled.shape[0], new.shape[0])
                 new[:rows].add_(scaled[:rows])
-            if not torch.isfinite(new).all():
+            if not _all_finite(new):
                 self._restore()
                 raise MergeError(f"alpha={a:g} makes tensor {name!r} non-finite; the model was restored")
             p.copy_(new.to(p.dtype))

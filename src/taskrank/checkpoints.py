@@ -271,6 +271,9 @@ class Checkpoint:
         emb = ckpt.get("shared.weight")    # reads this tensor only
     """
 
+    #: get() returns a new buffer each call, which callers may modify in place
+    fresh_reads = True
+
     def __init__(self, ref: str | os.PathLike[str], revision: str | None = None) -> None:
         self.ref = os.fspath(ref)
         self.path = resolve_checkpoint(ref, revision)
@@ -438,6 +441,9 @@ def fingerprint(ref: str | os.PathLike[str] | Checkpoint) -> str:
 
 class StateDictSource:
     """A :class:`TensorSource` over tensors already in memory (a state dict)."""
+
+    #: get() returns the caller's own tensors: never modify them in place
+    fresh_reads = False
 
     def __init__(
         self, tensors: Mapping[str, torch.Tensor], name: str = "<state dict>", config: dict | None = None
