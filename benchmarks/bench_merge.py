@@ -1,7 +1,8 @@
 """Speed and memory of `taskrank merge` on three t5-base-shaped checkpoints (float32, ~0.9 GB each).
 
-Compares, in one run, with the page cache dropped before each command (cold; when
-/proc/sys/vm/drop_caches is writable, i.e. as root) or warm (`--cache warm`):
+Compares, in one run, with the checkpoints evicted from the page cache before each command
+(cold, through posix_fadvise DONTNEED on the weight files only, so Python and torch start warm
+for every method) or cached (`--cache warm`):
   (a) taskrank merge (streaming, one tensor at a time),
   (b) the approach of the paper's scripts: load the three full models, subtract and add whole
       state dicts, save the result,
@@ -73,9 +74,23 @@ def timed(cmd: list[str] | str, shell: bool = False) -> tuple[float, float]:
     if proc.returncode != 0:
         raise SystemExit(f"command failed: {cmd}\n{proc.stderr[-2000:]}")
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
+    wall = re.search(
+        r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", proc.stderr
+    )
     h, m, s = wall.groups()
     return int(h or 0) * 3600 + int(m) * 60 + float(s), rss_kb * 1024 / 1e9
+
+
+def evict(dirs: object) -> None:
+    """Drop the weight files from the page cache (flushing them first)."""
+    for d in dirs:  # type: ignore[attr-defined]
+        for f in Path(d).glob("*.safetensors"):
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 def main() -> None:
@@ -86,7 +101,9 @@ def main() -> None:
     args = ap.parse_args()
     drop = Path("/proc/sys/vm/drop_caches")
     if args.cache == "cold" and not (drop.exists() and os.access(drop, os.W_OK)):
-        raise SystemExit("--cache cold needs a writable /proc/sys/vm/drop_caches (run as root) or use --cache warm")
+        raise SystemExit(
+            "--cache cold needs a writable /proc/sys/vm/drop_caches (run as root) or use --cache warm"
+        )
     paths = build(args.work)
     size = (paths["ranker"] / "model.safetensors").stat().st_size / 1e9
     out = args.work / "out"
@@ -112,8 +129,7 @@ def main() -> None:
         for name, (cmd, shell) in methods.items():
             shutil.rmtree(out, ignore_errors=True)
             if args.cache == "cold":
-                subprocess.run(["sync"], check=True)
-                drop.write_text("3\n")
+                evict(paths.values())
             else:
                 subprocess.run(["cat", *files.split()], stdout=subprocess.DEVNULL, check=True)
             wall, rss = timed(cmd, shell)
@@ -121,7 +137,9 @@ def main() -> None:
             results[name] = (min(wall, best[0]) if best else wall, max(rss, best[1]) if best else rss)
     shutil.rmtree(out, ignore_errors=True)
     floor = results["I/O floor (cat 3 + cp 1)"][0]
-    print(f"one checkpoint: {size:.2f} GB (float32, t5-base shape); best of {args.repeats} runs, {args.cache} cache")
+    print(
+        f"one checkpoint: {size:.2f} GB (float32, t5-base shape); best of {args.repeats} runs, {args.cache} cache"
+    )
     print(f"{'method':36s} {'wall s':>8s} {'× floor':>8s} {'peak RSS GB':>12s} {'× ckpt':>7s}")
     for name, (wall, rss) in results.items():
         print(f"{name:36s} {wall:8.2f} {wall / floor:8.2f} {rss:12.2f} {rss / size:7.2f}")
