@@ -668,7 +668,8 @@ def _plan(
 
     items: list[_PlanItem] = []
     selected = 0
-    for name in base_keys:
+    order = base.storage_order() if hasattr(base, "storage_order") else base_keys
+    for name in order:
         dtype = base.dtype(name)
         target = out_dtype if (out_dtype is not None and dtype.is_floating_point) else dtype
         vkey = to_vec.get(name)

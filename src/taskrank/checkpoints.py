@@ -369,6 +369,14 @@ class Checkpoint:
     def shape(self, key: str) -> tuple[int, ...]:
         return self._entry(key).shape
 
+    def storage_order(self) -> list[str]:
+        """Tensor names in the order their bytes lie on disk (shard, then offset): reading in
+        this order is sequential, which is what disks and read-ahead like."""
+        files = {f: i for i, f in enumerate(self.weight_files)}
+        return sorted(
+            self._entries, key=lambda k: (files.get(self._entries[k].file, 0), self._entries[k].begin)
+        )
+
     def dtype(self, key: str) -> torch.dtype:
         return self._entry(key).dtype
 
