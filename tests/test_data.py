@@ -241,6 +241,25 @@ def test_miracl_style_dataset_gz_corpus_and_negatives(tmp_path: Path, caplog) ->
     assert "1 judged query id(s)" in caplog.text
 
 
+def test_corpus_from_a_folder_of_shards(tmp_path: Path) -> None:
+    shards = tmp_path / "corpus"
+    write_jsonl(shards / "docs-0.jsonl", [{"docid": "a", "title": "A", "text": "first"}])
+    with gzip.open(shards / "docs-1.jsonl.gz", "wt", encoding="utf-8") as handle:
+        handle.write(json.dumps({"docid": "b", "title": "B", "text": "second"}) + "\n")
+    (shards / "README.txt").write_text("not a shard")
+    assert load_corpus(shards) == {
+        "a": {"title": "A", "text": "first"},
+        "b": {"title": "B", "text": "second"},
+    }
+    write_jsonl(shards / "docs-2.jsonl", [{"docid": "a", "text": "again"}])
+    with pytest.raises(
+        DataError, match=r"docs-2\.jsonl:1: duplicate document id 'a' \(first seen at docs-0\.jsonl:1\)"
+    ):
+        load_corpus(shards)
+    with pytest.raises(DataError, match=r"no \*\.jsonl or \*\.jsonl\.gz corpus files"):
+        load_corpus(tmp_path / "corpus" / ".." / "corpus" / "..")
+
+
 def test_dev_split_uses_dev_when_present(tmp_path: Path) -> None:
     root = make_beir(
         tmp_path / "nfc",

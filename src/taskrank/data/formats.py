@@ -100,30 +100,38 @@ def _string_field(path: Path, number: int, record: dict, key: str, required: boo
 
 
 def load_corpus(path: PathLike) -> Corpus:
-    """Read a JSONL corpus (BEIR ``corpus.jsonl`` or MIRACL-style, optionally ``.gz``).
+    """Read a JSONL corpus (BEIR ``corpus.jsonl`` or MIRACL-style, optionally ``.gz``), or a
+    folder of such shards (``*.jsonl``/``*.jsonl.gz``, read in name order, as MIRACL ships them).
 
     Each line is an object with an id (``_id``, ``docid`` or ``id``), a ``text`` and an
-    optional ``title``. Duplicate ids and an empty corpus are errors.
+    optional ``title``. Duplicate ids (also across shards) and an empty corpus are errors.
 
     >>> corpus = load_corpus("scifact/corpus.jsonl")  # doctest: +SKIP
     >>> corpus["4983"]["title"]  # doctest: +SKIP
     """
-    file = Path(path)
+    source = Path(path)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz")))
+        if not files:
+            raise DataError(f"{source}: no *.jsonl or *.jsonl.gz corpus files in this folder")
+    else:
+        files = [source]
     corpus: Corpus = {}
-    first_line: dict[str, int] = {}
-    for number, record in _jsonl_records(file):
-        doc_id = _record_id(file, number, record)
-        if doc_id in corpus:
-            raise DataError(
-                f"{file}:{number}: duplicate document id {doc_id!r} (first seen on line {first_line[doc_id]})"
-            )
-        corpus[doc_id] = {
-            "title": _string_field(file, number, record, "title", required=False),
-            "text": _string_field(file, number, record, "text", required=True),
-        }
-        first_line[doc_id] = number
+    first_seen: dict[str, str] = {}
+    for file in files:
+        for number, record in _jsonl_records(file):
+            doc_id = _record_id(file, number, record)
+            if doc_id in corpus:
+                raise DataError(
+                    f"{file}:{number}: duplicate document id {doc_id!r} (first seen {first_seen[doc_id]})"
+                )
+            corpus[doc_id] = {
+                "title": _string_field(file, number, record, "title", required=False),
+                "text": _string_field(file, number, record, "text", required=True),
+            }
+            first_seen[doc_id] = f"on line {number}" if len(files) == 1 else f"at {file.name}:{number}"
     if not corpus:
-        raise DataError(f"{file}: the corpus is empty (no documents)")
+        raise DataError(f"{source}: the corpus is empty (no documents)")
     return corpus
 
 
