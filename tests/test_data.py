@@ -72,6 +72,12 @@ def test_qrels_of_unknown_queries_are_excluded_with_a_count(tmp_path: Path, capl
     assert any("2 judged query id(s)" in note for note in ds.notes)
 
 
+def test_byte_order_mark_and_crlf_are_tolerated(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"_id": "d1", "text": "a"}\r\n{"_id": "d2", "text": "b"}\r\n')
+    assert list(load_corpus(path)) == ["d1", "d2"]
+
+
 def test_malformed_jsonl_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "corpus.jsonl"
     path.write_text('{"_id": "d1", "text": "ok"}\n{"_id": "d2", "text": \n', encoding="utf-8")

@@ -142,4 +142,4 @@ def test_not_a_zip_is_reported(tmp_path: Path, monkeypatch) -> None:
             download_beir("toy", tmp_path / "cache", base_url=server.url, progress=False)
     finally:
         server.close()
-    assert not (tmp_path / "cache" / "toy").exists()
+    assert not (tmp_path / "cache" / "toy").exists() and not list((tmp_path / "cache").iterdir())

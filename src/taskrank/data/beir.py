@@ -182,10 +182,12 @@ def download_beir(
             )
             logger.warning("attempt %d of %d: %s", attempt + 1, retries + 1, problem)
             continue
-        with atomic_dir(final, overwrite=True) as tmp:
-            _extract(part, tmp)
-            (tmp / _COMPLETE).write_text(f"{spec.md5}\n", encoding="utf-8")
-        part.unlink(missing_ok=True)
+        try:
+            with atomic_dir(final, overwrite=True) as tmp:
+                _extract(part, tmp)
+                (tmp / _COMPLETE).write_text(f"{spec.md5}\n", encoding="utf-8")
+        finally:
+            part.unlink(missing_ok=True)
         return _dataset_root(final)
     part.unlink(missing_ok=True)
     raise DataError(

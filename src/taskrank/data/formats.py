@@ -60,6 +60,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                         f"{path}:{number}: not valid UTF-8 "
                         f"(byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
                     ) from exc
+                if number == 1:
+                    line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not content
                 yield number, line.rstrip("\r\n")
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from exc
