@@ -1,0 +1,329 @@
+"""Streaming merges: θ_out = θ_base + Σ αᵢ·τᵢ, one tensor at a time, to disk or memory."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import atomic_dir, check_output_dir
+from ..checkpoints import (
+    Checkpoint,
+    ShardedSafetensorsWriter,
+    TensorSpec,
+    as_source,
+    copy_non_weight_files,
+)
+from ..errors import MergeError
+from .alignment import resolve_keys
+from .report import MergeReport, MergeResult
+from .selection import LayerSelection, _ranges, _selection_aliases, layer_of
+from .vector import TaskVector, VocabPolicy, _check_coef, _check_pair
+
+log = logging.getLogger(__name__)
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+@dataclass
+class _PlanItem:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    out_dtype: torch.dtype
+    vector_key: str | None
+    reason: str | None  # why it stays unchanged, when it does
+
+
+def _plan(
+    base: Any,
+    vector: TaskVector,
+    selection: LayerSelection,
+    out_dtype: torch.dtype | None,
+) -> tuple[list[_PlanItem], list[str]]:
+    base_keys = base.keys()
+    vec_keys = vector.keys()
+    to_vec = resolve_keys(base, vector.reference)
+    vec_set = set(vec_keys)
+    to_vec = {b: v for b, v in to_vec.items() if v in vec_set}
+    aliases = _selection_aliases(base_keys, base.config, bool(selection.include or selection.exclude))
+
+    if selection.layers is not None:
+        present = {layer_of(k) for k in to_vec} - {None}
+        absent = sorted(selection.layers - present)
+        if absent:
+            depth = f"layers 0-{max(present)}" if present else "no numbered layers"
+            raise MergeError(f"layer(s) {_ranges(absent)} not found in {base.name}, which has {depth}")
+
+    items: list[_PlanItem] = []
+    selected = 0
+    order = base.storage_order() if hasattr(base, "storage_order") else base_keys
+    for name in order:
+        dtype = base.dtype(name)
+        target = out_dtype if (out_dtype is not None and dtype.is_floating_point) else dtype
+        vkey = to_vec.get(name)
+        reason = None
+        if vkey is None:
+            reason = "no counterpart in the task vector"
+        elif not selection.selects(name, aliases[name]):
+            reason = f"not selected ({selection.describe()})"
+        else:
+            selected += 1
+            b_shape, v_shape = base.shape(name), vector.shape(vkey)
+            _check_pair(name, base, b_shape, vector.reference, v_shape, vector.vocab_policy)
+        items.append(
+            _PlanItem(name, base.shape(name), dtype, target, vkey if reason is None else None, reason)
+        )
+    if selected == 0:
+        raise MergeError(
+            f"the selection ({selection.describe()}) matches no tensor shared by the base and the task vector"
+        )
+    used = {v for b, v in to_vec.items()}
+    vector_only = sorted(set(vec_keys) - used)
+    return items, vector_only
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """True when no element is NaN/Inf. A finite sum proves it (NaN and Inf propagate through a
+    sum); only when the sum is not finite is the exact, slower element-wise check needed."""
+    if t.numel() == 0:
+        return True
+    if math.isfinite(t.sum().item()):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
+def _merge_tensor(item: _PlanItem, base: Any, vector: TaskVector) -> tuple[torch.Tensor, str | None]:
+    """The output tensor of ``item`` and, when it stays unchanged, why."""
+    tensor = base.get(item.name)
+    if item.vector_key is None:
+        return tensor.to(item.out_dtype), item.reason
+    if not (tensor.dtype.is_floating_point and vector.is_float(item.vector_key)):
+        if vector.raw_equal(item.vector_key):
+            return tensor, f"dtype {tensor.dtype} with a zero task vector"
+        raise MergeError(
+            f"tensor {item.name!r} has dtype {tensor.dtype}, which cannot be merged (its vector is non-zero)"
+        )
+    delta = vector.get(item.vector_key)
+    fresh = getattr(base, "fresh_reads", False) or tensor.dtype != torch.float32
+    out = tensor.float() if fresh else tensor.clone()  # never update the caller's tensors
+    if delta.shape == out.shape:
+        out.add_(delta)
+    else:  # vocabulary rows differ and the policy allows the common rows
+        rows = min(delta.shape[0], out.shape[0])
+        out[:rows].add_(delta[:rows])
+    if not _all_finite(out):
+        if torch.isnan(delta).any():
+            bad = "the domain/pretrained inputs hold NaN"
+        elif not torch.isfinite(delta).all():
+            bad = "overflow of α·τ, or Inf in the domain/pretrained inputs"
+        else:
+            bad = "the ranker holds NaN/Inf, or the sum overflows"
+        raise MergeError(
+            f"merge produced NaN/Inf in tensor {item.name!r} ({bad}); check alpha and the inputs"
+        )
+    return out.to(item.out_dtype), None
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def merge(
+    ranker: Any,
+    domain: Any = None,
+    pretrained: Any = None,
+    alpha: float = 1.0,
+    *,
+    vector: TaskVector | None = None,
+    layers: str | Iterable[int] | None = None,
+    mode: str = "only",
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    vocab_policy: VocabPolicy = "strict",
+    dtype: str | torch.dtype | None = None,
+    out: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    max_shard_size: str | int = "2GB",
+    progress: bool = False,
+) -> MergeResult:
+    """θ_out = θ_ranker + α·(θ_domain − θ_pretrained), streamed tensor by tensor.
+
+    Args:
+        ranker: the base checkpoint (directory, hub id or state dict).
+        domain, pretrained: the pair whose difference is the task vector (or pass ``vector``).
+        alpha: scale of the vector; finite, may be negative.
+        vector: a ready :class:`TaskVector` (e.g. a sum of several scaled vectors); ``alpha``
+            then multiplies it.
+        layers, mode, include, exclude: which tensors receive the vector (:class:`LayerSelection`).
+        vocab_policy: ``"strict"`` (vocabulary sizes must agree) or ``"common"`` (common rows only).
+        dtype: output dtype; default the ranker's dtype, tensor by tensor.
+        out: output directory, written atomically; ``None`` returns the weights in memory.
+        overwrite: replace an existing ``out``.
+        max_shard_size: largest safetensors shard, e.g. ``"2GB"``.
+        progress: show a progress bar.
+
+    Returns:
+        :class:`MergeResult` with the report, and ``path`` or ``state_dict``.
+
+    Example::
+
+        merge("monot5", "scifive", "t5-base", alpha=0.7, out="monot5-scifive")
+    """
+    a = _check_coef(alpha)
+    out_dtype = _resolve_dtype(dtype)
+    if out is not None:
+        check_output_dir(out, overwrite)  # refuse early, before any reading
+    base = as_source(ranker)
+    if vector is None:
+        if domain is None or pretrained is None:
+            raise MergeError("merge needs domain and pretrained checkpoints, or a task vector")
+        vector = TaskVector(domain, pretrained, vocab_policy=vocab_policy)
+    elif vocab_policy == "common":
+        vector = TaskVector._from_terms(vector.terms, "common")
+    scaled = vector * a
+    selection = LayerSelection.parse(layers, mode, include, exclude)
+    items, vector_only = _plan(base, scaled, selection, out_dtype)
+
+    inputs: dict[str, Any] = {}
+    hashing = ThreadPoolExecutor(max_workers=1)
+    futures: dict[str, Future[dict[str, Any]]] = {"ranker": hashing.submit(base.provenance)}
+    if domain is not None and pretrained is not None and len(vector.terms) == 1:
+        futures["domain"] = hashing.submit(vector.terms[0].finetuned.provenance)
+        futures["pretrained"] = hashing.submit(vector.terms[0].pretrained.provenance)
+    else:
+        for i, (_, ft, pre) in enumerate(vector.inputs()):
+            futures[f"finetuned[{i}]"] = hashing.submit(ft.provenance)
+            futures[f"pretrained[{i}]"] = hashing.submit(pre.provenance)
+
+    roles = ("domain", "pretrained") if "domain" in futures else ()
+    recipe = (
+        f"θ_ranker + {a:g}·[{vector.describe(roles)}]" if roles else f"θ_ranker + {a:g}·[{vector.describe()}]"
+    )
+    if roles and len(vector.terms) == 1 and vector.terms[0].coef == 1.0:
+        recipe = f"θ_ranker + {a:g}·(θ_domain − θ_pretrained)"
+    report = MergeReport(
+        recipe=recipe,
+        alpha=[a * t.coef for t in vector.terms],
+        selection={**selection.to_dict(), "description": selection.describe()},
+        inputs=inputs,
+        dtype=str(out_dtype or _dominant_dtype(base)).replace("torch.", ""),
+        vocab_policy=scaled.vocab_policy,
+        merged=[],
+        unchanged={},
+        vector_only=vector_only,
+        unpaired=vector.unpaired(),
+    )
+
+    def finish(item: _PlanItem, future: Future[tuple[torch.Tensor, str | None]], consume: Any) -> None:
+        tensor, reason = future.result()
+        if reason is None:
+            report.merged.append(item.name)
+        else:
+            report.unchanged[item.name] = reason
+        consume(item, tensor)
+
+    def run(consume: Any) -> None:
+        # Two-stage pipeline: one worker reads and computes tensor i+1 while this thread hands
+        # tensor i to the writer (file I/O and torch ops release the GIL). At most two tensors
+        # are in flight, so memory stays bounded by the largest tensors, not the model.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskrank-merge") as pool:
+            pending: tuple[_PlanItem, Future[tuple[torch.Tensor, str | None]]] | None = None
+            for item in _progress(items, progress, "merging"):
+                future = pool.submit(_merge_tensor, item, base, scaled)
+                if pending is not None:
+                    finish(*pending, consume)
+                pending = (item, future)
+            if pending is not None:
+                finish(*pending, consume)
+
+    try:
+        if out is None:
+            state: dict[str, torch.Tensor] = {}
+            run(lambda item, tensor: state.__setitem__(item.name, tensor))
+            report.inputs.update({k: f.result() for k, f in futures.items()})
+            return MergeResult(report=report, state_dict=state)
+
+        base_dir = getattr(base, "path", None)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            specs = [TensorSpec(i.name, i.shape, i.out_dtype) for i in items]
+            writer = ShardedSafetensorsWriter(tmp, specs, max_shard_size)
+            try:
+                run(lambda item, tensor: writer.write(item.name, tensor))
+                writer.close()
+            finally:
+                writer.abort()
+            report.files = sorted(p.name for p in tmp.iterdir())
+            if base_dir is not None:
+                copy_non_weight_files(Path(base_dir), tmp)
+                _set_config_dtype(tmp / "config.json", out_dtype)
+            report.inputs.update({k: f.result() for k, f in futures.items()})
+            (tmp / "README.md").write_text(report.to_markdown(), encoding="utf-8")
+            (tmp / "taskrank_merge.json").write_text(_json(report.to_dict()), encoding="utf-8")
+        log.info("%s", report.summary())
+        return MergeResult(report=report, path=Path(out))
+    finally:
+        hashing.shutdown(wait=True)
+        for src in {id(s): s for s in (base, *[x for _, f, p in vector.inputs() for x in (f, p)])}.values():
+            if isinstance(src, Checkpoint):
+                src.close()
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise MergeError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _dominant_dtype(source: Any) -> torch.dtype:
+    counts: dict[torch.dtype, int] = {}
+    for k in source.keys():
+        d = source.dtype(k)
+        if d.is_floating_point:
+            counts[d] = counts.get(d, 0) + math.prod(source.shape(k))
+    return max(counts, key=counts.__getitem__) if counts else torch.float32
+
+
+def _set_config_dtype(config_path: Path, dtype: torch.dtype | None) -> None:
+    if dtype is None or not config_path.exists():
+        return
+    import json
+
+    cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    name = str(dtype).replace("torch.", "")
+    cfg["dtype"] = name
+    if "torch_dtype" in cfg:
+        cfg["torch_dtype"] = name
+    config_path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+
+
+def _progress(items: Sequence[Any], enabled: bool, label: str) -> Iterable[Any]:
+    if not enabled:
+        yield from items
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(label, total=len(items))
+        for item in items:
+            yield item
+            bar.advance(task)

@@ -1,0 +1,115 @@
+"""The record of a merge, rendered as a model card."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+
+
+@dataclass
+class MergeReport:
+    """What a merge did, renderable as a model card."""
+
+    recipe: str
+    alpha: list[float]
+    selection: dict[str, Any]
+    inputs: dict[str, Any]
+    dtype: str
+    vocab_policy: str
+    merged: list[str]
+    unchanged: dict[str, str]  # tensor -> reason
+    vector_only: list[str]  # task-vector tensors with no counterpart in the base
+    unpaired: list[str] = field(default_factory=list)  # fine-tuned/pretrained tensors outside the vector
+    taskrank_version: str = __version__
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "alpha": self.alpha,
+            "selection": self.selection,
+            "inputs": self.inputs,
+            "dtype": self.dtype,
+            "vocab_policy": self.vocab_policy,
+            "merged_tensors": len(self.merged),
+            "unchanged_tensors": self.unchanged,
+            "vector_tensors_without_counterpart": self.vector_only,
+            "unpaired_tensors": self.unpaired,
+            "taskrank_version": self.taskrank_version,
+        }
+
+    def summary(self) -> str:
+        return (
+            f"{self.recipe}: {len(self.merged)} tensors merged, {len(self.unchanged)} unchanged, "
+            f"{len(self.vector_only)} vector tensors without counterpart; dtype {self.dtype}"
+        )
+
+    def to_markdown(self) -> str:
+        """A model card (README.md with Hugging Face front matter) recording the recipe."""
+        bases = []
+        for role in ("ranker", "domain", "pretrained"):
+            info = self.inputs.get(role)
+            if info and info.get("hub_id"):
+                bases.append(info["hub_id"])
+        lines = ["---", "library_name: transformers", "tags:", "- taskrank", "- task-arithmetic", "- merge"]
+        if bases:
+            lines += ["base_model:", *[f"- {b}" for b in bases]]
+        lines += ["---", "", "# Task-arithmetic merge made with taskrank", ""]
+        lines += [f"    {self.recipe}", ""]
+        lines += [
+            "Method: Braga et al., *Investigating Task Arithmetic for Zero-Shot Information Retrieval*, "
+            "SIGIR 2025 (arXiv 2505.00649).",
+            "",
+            "| setting | value |",
+            "|---|---|",
+            f"| α | {', '.join(f'{a:g}' for a in self.alpha)} |",
+            f"| selection | {self.selection.get('description', 'all tensors')} |",
+            f"| output dtype | {self.dtype} |",
+            f"| vocabulary policy | {self.vocab_policy} |",
+            f"| tensors merged | {len(self.merged)} |",
+            f"| tensors left unchanged | {len(self.unchanged)} |",
+            f"| taskrank version | {self.taskrank_version} |",
+            "",
+            "## Inputs",
+            "",
+            "| role | checkpoint | identity |",
+            "|---|---|---|",
+        ]
+        for role, info in self.inputs.items():
+            ident = (
+                f"revision `{info['revision']}`"
+                if info.get("revision")
+                else (f"sha256 `{info['sha256']}`" if info.get("sha256") else info.get("format", ""))
+            )
+            lines.append(f"| {role} | `{info.get('hub_id') or info.get('ref')}` | {ident} |")
+        lines += ["", "## Tensors left unchanged", ""]
+        if self.unchanged:
+            lines += ["| tensor | reason |", "|---|---|"]
+            lines += [f"| `{k}` | {v} |" for k, v in self.unchanged.items()]
+        else:
+            lines.append("None: every tensor of the base received the task vector.")
+        if self.vector_only:
+            lines += ["", "## Task-vector tensors with no counterpart in the base (not applied)", ""]
+            lines += [f"- `{k}`" for k in self.vector_only]
+        if self.unpaired:
+            lines += [
+                "",
+                "## Tensors outside the task vector (no counterpart between fine-tune and pretrained)",
+                "",
+            ]
+            lines += [f"- `{k}`" for k in self.unpaired]
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class MergeResult:
+    """Outcome of :func:`merge`: the report, and the output path or the merged state dict."""
+
+    report: MergeReport
+    path: Path | None = None
+    state_dict: dict[str, torch.Tensor] | None = None

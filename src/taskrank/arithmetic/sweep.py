@@ -1,0 +1,142 @@
+"""In-place α sweeps on a loaded model, without re-reading checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+from ..errors import MergeError
+from .alignment import resolve_keys
+from .merge import _all_finite, _progress
+from .selection import LayerSelection, _ranges, _selection_aliases, layer_of
+from .vector import TaskVector, VocabPolicy, _check_coef, _check_pair
+
+
+class AlphaSweep:
+    """Set θ = θ_ranker + α·τ on a loaded model in place, for any α, without re-reading checkpoints.
+
+    Keeps a CPU copy of the ranker's original tensors that the vector touches and the vector
+    itself (float32, on ``vector_device``, CPU by default while the model may sit on a GPU).
+    ``set_alpha(0)`` restores the ranker bit for bit.
+
+    Example::
+
+        sweep = AlphaSweep(model, TaskVector.from_checkpoints(domain_dir, pretrained_dir))
+        for a in (0.1, 0.3, 0.5):
+            sweep.set_alpha(a)
+            ...  # score with `model`
+        sweep.set_alpha(0.0)
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        vector: TaskVector,
+        *,
+        vector_device: str | torch.device = "cpu",
+        vocab_policy: VocabPolicy | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.model = model
+        params = dict(model.named_parameters())  # tied parameters appear once
+        source = _ModelSource(params, getattr(model, "config", None))
+        if vocab_policy is not None:
+            vector = TaskVector._from_terms(vector.terms, vocab_policy)
+        self.vector = vector
+        to_vec = resolve_keys(source, vector.reference)
+        vec_keys = set(vector.keys())
+        self._names = [n for n in params if to_vec.get(n) in vec_keys]
+        if not self._names:
+            raise MergeError("the task vector shares no tensor with the model")
+        self._aliases = _selection_aliases(list(params), source.config, True)
+        self._params = params
+        self._orig: dict[str, torch.Tensor] = {}
+        self._tau: dict[str, torch.Tensor] = {}
+        for name in _progress(self._names, progress, "loading task vector"):
+            p = params[name]
+            vkey = to_vec[name]
+            _check_pair(
+                name, source, tuple(p.shape), vector.reference, vector.shape(vkey), vector.vocab_policy
+            )
+            if not p.dtype.is_floating_point:
+                continue
+            self._orig[name] = p.detach().to("cpu", copy=True)
+            self._tau[name] = vector.get(vkey).to(vector_device)
+        self.alpha = 0.0
+        self.selection = LayerSelection()
+
+    @property
+    def layers(self) -> list[int]:
+        """Layer indices the vector can touch."""
+        return sorted({layer_of(n) for n in self._names} - {None})  # type: ignore[type-var]
+
+    @torch.no_grad()
+    def set_alpha(
+        self,
+        alpha: float,
+        layers: str | Iterable[int] | None = None,
+        mode: str = "only",
+        include: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+    ) -> None:
+        """Update the model to θ_ranker + α·τ on the selected tensors (the rest: θ_ranker)."""
+        a = _check_coef(alpha)
+        selection = LayerSelection.parse(layers, mode, include, exclude)
+        if selection.layers is not None:
+            absent = sorted(selection.layers - set(self.layers))
+            if absent:
+                raise MergeError(
+                    f"layer(s) {_ranges(absent)} not in the model (layers {_ranges(self.layers)})"
+                )
+        chosen = [n for n in self._orig if selection.selects(n, self._aliases.get(n, ()))]
+        if not chosen:
+            raise MergeError(f"the selection ({selection.describe()}) matches no tensor of the model")
+        chosen_set = set(chosen)
+        for name, orig in self._orig.items():
+            p = self._params[name]
+            if a == 0.0 or name not in chosen_set:
+                p.copy_(orig.to(p.device))
+                continue
+            scaled = self._tau[name].to(p.device, dtype=torch.float32) * a  # as merge(): (α·τ), then add
+            new = orig.to(device=p.device, dtype=torch.float32, copy=True)
+            if scaled.shape == new.shape:
+                new.add_(scaled)
+            else:
+                rows = min(scaled.shape[0], new.shape[0])
+                new[:rows].add_(scaled[:rows])
+            if not _all_finite(new):
+                self._restore()
+                raise MergeError(f"alpha={a:g} makes tensor {name!r} non-finite; the model was restored")
+            p.copy_(new.to(p.dtype))
+        self.alpha, self.selection = a, selection
+
+    @torch.no_grad()
+    def _restore(self) -> None:
+        for name, orig in self._orig.items():
+            p = self._params[name]
+            p.copy_(orig.to(p.device))
+        self.alpha, self.selection = 0.0, LayerSelection()
+
+    def restore(self) -> None:
+        """Return the model to the ranker's original weights (bit for bit)."""
+        self._restore()
+
+
+class _ModelSource:
+    """Names and shapes of a model's parameters, for key alignment."""
+
+    def __init__(self, params: Mapping[str, torch.Tensor], config: Any) -> None:
+        self._params = params
+        self.name = "model"
+        self.config = config.to_dict() if hasattr(config, "to_dict") else {}
+
+    def keys(self) -> list[str]:
+        return list(self._params)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._params[key].shape)
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self._params[key].dtype
