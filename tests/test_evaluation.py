@@ -103,6 +103,20 @@ def test_agreement_with_pytrec_eval(seed: int) -> None:
     assert ours.excluded == ["unjudged"]
 
 
+def test_agreement_with_pytrec_eval_other_cutoffs_and_uncut() -> None:
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    run, qrels = _random_case(random.Random(7))
+    names = {"map": "map", "ndcg": "ndcg", "mrr": "recip_rank", "p@5": "P_5", "recall@10": "recall_10",
+             "ndcg@20": "ndcg_cut_20", "map@10": "map_cut_10"}  # fmt: skip
+    ours = evaluate(run, qrels, list(names))
+    measures = {"map", "ndcg", "recip_rank", "P.5", "recall.10", "ndcg_cut.20", "map_cut.10"}
+    theirs = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+    for qid in qrels:
+        for ours_name, their_name in names.items():
+            expected = theirs.get(qid, {}).get(their_name, 0.0)
+            assert ours.per_query[ours_name][qid] == pytest.approx(expected, abs=1e-6), (qid, ours_name)
+
+
 def test_metric_names_and_bad_ones() -> None:
     assert parse_metric("nDCG@10") == ("ndcg", 10)
     assert parse_metric("P@10") == ("p", 10)
