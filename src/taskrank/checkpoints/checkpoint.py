@@ -1,0 +1,346 @@
+"""Lazy read access to a checkpoint's tensors, and in-memory sources."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import torch
+
+from ..errors import CheckpointError
+from .formats import (
+    BIN_INDEX,
+    BIN_SINGLE,
+    SAFE_INDEX,
+    SAFE_SINGLE,
+    WEIGHT_INDEXES,
+    WEIGHT_SUFFIXES,
+    _Entry,
+    _read_entry,
+    _read_safetensors_header,
+)
+from .resolve import _in_hub_cache, resolve_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class TensorSource(Protocol):
+    """What the arithmetic needs from a set of weights: names, shapes, dtypes and tensors."""
+
+    name: str
+    config: dict[str, Any]
+
+    def keys(self) -> list[str]: ...
+
+    def shape(self, key: str) -> tuple[int, ...]: ...
+
+    def dtype(self, key: str) -> torch.dtype: ...
+
+    def get(self, key: str) -> torch.Tensor: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+
+def _load_bin(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        try:
+            obj = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            log.debug("%s is a legacy (non-zip) pickle; loading it without mmap", file)
+            obj = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"missing weight file {file}") from exc
+    except Exception as exc:  # torch raises many types for a corrupt or unsafe pickle
+        raise CheckpointError(
+            f"cannot load PyTorch weights {file} (corrupt, or not weights-only): {exc}"
+        ) from exc
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{file} does not hold a state dict of tensors")
+    return dict(obj)
+
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def sha256_file(file: Path, chunk: int = 8 * 1024 * 1024) -> str:
+    """sha256 of a file, memoised per (path, size, mtime)."""
+    st = file.stat()
+    key = (str(file.resolve()), st.st_size, st.st_mtime_ns)
+    with _HASH_LOCK:
+        if key in _HASH_CACHE:
+            return _HASH_CACHE[key]
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    value = digest.hexdigest()
+    with _HASH_LOCK:
+        _HASH_CACHE[key] = value
+    return value
+
+
+class Checkpoint:
+    """Lazy read access to the weights of one checkpoint.
+
+    Example::
+
+        ckpt = Checkpoint("castorini/monot5-base-msmarco")
+        ckpt.shape("shared.weight")        # no tensor read yet
+        emb = ckpt.get("shared.weight")    # reads this tensor only
+    """
+
+    #: get() returns a new buffer each call, which callers may modify in place
+    fresh_reads = True
+
+    def __init__(self, ref: str | os.PathLike[str], revision: str | None = None) -> None:
+        self.ref = os.fspath(ref)
+        self.path = resolve_checkpoint(ref, revision)
+        self.name = self.ref
+        hub = _in_hub_cache(self.path)
+        self.repo_id = hub[0] if hub else None
+        self.revision = hub[1] if hub else revision
+        self.config = self._read_config()
+        self._entries: dict[str, _Entry] = {}
+        self._bin_map: dict[str, Path] = {}
+        self._bin_cache: tuple[Path, dict[str, torch.Tensor]] | None = None
+        self._handles: dict[Path, BinaryIO] = {}
+        self.weight_files = self._discover()
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.ref!r}, format={self.format!r}, tensors={len(self)})"
+
+    # -- discovery
+    def _read_config(self) -> dict[str, Any]:
+        cfg = self.path / "config.json"
+        if not cfg.exists():
+            return {}
+        try:
+            data = json.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"cannot parse {cfg}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{cfg} is not a JSON object")
+        return data
+
+    def _index_files(self, index: Path) -> list[Path]:
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"corrupt shard index {index}: {exc}") from exc
+        files = sorted({self.path / f for f in weight_map.values()})
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise CheckpointError(f"shard index {index} names missing file(s): {', '.join(missing)}")
+        return files
+
+    def _discover(self) -> list[Path]:
+        p = self.path
+        if (p / SAFE_INDEX).exists():
+            files = self._index_files(p / SAFE_INDEX)
+            self.format = "safetensors"
+        elif (p / SAFE_SINGLE).exists():
+            files = [p / SAFE_SINGLE]
+            self.format = "safetensors"
+        elif (p / BIN_INDEX).exists():
+            files = self._index_files(p / BIN_INDEX)
+            self.format = "bin"
+        elif (p / BIN_SINGLE).exists():
+            files = [p / BIN_SINGLE]
+            self.format = "bin"
+        else:
+            raise CheckpointError(
+                f"no weights in {p}: expected {SAFE_SINGLE}, {SAFE_INDEX}, {BIN_SINGLE} or {BIN_INDEX}"
+            )
+        if self.format == "safetensors":
+            for f in files:
+                entries, _ = _read_safetensors_header(f)
+                clash = entries.keys() & self._entries.keys()
+                if clash:
+                    raise CheckpointError(f"tensor {sorted(clash)[0]!r} appears in two shards of {p}")
+                self._entries.update(entries)
+        else:
+            for f in files:
+                for key, tensor in _load_bin(f).items():
+                    self._bin_map[key] = f
+                    self._entries[key] = _Entry(f, tensor.dtype, tuple(tensor.shape), 0, 0)
+        return files
+
+    # -- mapping protocol
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def _entry(self, key: str) -> _Entry:
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise CheckpointError(f"tensor {key!r} not found in checkpoint {self.ref}") from None
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._entry(key).shape
+
+    def storage_order(self) -> list[str]:
+        """Tensor names in the order their bytes lie on disk (shard, then offset): reading in
+        this order is sequential, which is what disks and read-ahead like."""
+        files = {f: i for i, f in enumerate(self.weight_files)}
+        return sorted(
+            self._entries, key=lambda k: (files.get(self._entries[k].file, 0), self._entries[k].begin)
+        )
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self._entry(key).dtype
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.stat().st_size for f in self.weight_files)
+
+    def get(self, key: str) -> torch.Tensor:
+        """Read one tensor (a fresh CPU tensor owned by the caller)."""
+        entry = self._entry(key)
+        if self.format == "safetensors":
+            handle = self._handles.get(entry.file)
+            if handle is None:
+                try:
+                    handle = open(entry.file, "rb")  # noqa: SIM115 - kept open until close()
+                except OSError as exc:
+                    raise CheckpointError(f"cannot open {entry.file}: {exc}") from exc
+                self._handles[entry.file] = handle
+            return _read_entry(handle, entry)
+        file = self._bin_map[key]
+        if self._bin_cache is None or self._bin_cache[0] != file:
+            self._bin_cache = None  # drop the previous shard before mapping the next
+            self._bin_cache = (file, _load_bin(file))
+        return self._bin_cache[1][key].clone()
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+        self._bin_cache = None
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- identity
+    def sha256(self) -> str:
+        """sha256 over the weight files (each file's sha256, in name order)."""
+        if len(self.weight_files) == 1:
+            return sha256_file(self.weight_files[0])
+        digest = hashlib.sha256()
+        for f in self.weight_files:
+            digest.update(f"{f.name}:{sha256_file(f)}\n".encode())
+        return digest.hexdigest()
+
+    def provenance(self, with_hash: bool = True) -> dict[str, Any]:
+        """Where this checkpoint came from: hub id and revision, or local path and sha256."""
+        info: dict[str, Any] = {"ref": self.ref, "path": str(self.path), "format": self.format}
+        if self.repo_id:
+            info["hub_id"] = self.repo_id
+            info["revision"] = self.revision
+        elif with_hash:
+            info["sha256"] = self.sha256()
+        return info
+
+    def fingerprint(self) -> str:
+        if self.repo_id:
+            return f"{self.repo_id}@{self.revision}"
+        return f"sha256:{self.sha256()}"
+
+
+def fingerprint(ref: str | os.PathLike[str] | Checkpoint) -> str:
+    """A stable identity of a checkpoint's weights: ``org/name@commit`` for hub snapshots,
+    ``sha256:…`` of the weight files for local directories."""
+    ckpt = ref if isinstance(ref, Checkpoint) else Checkpoint(ref)
+    return ckpt.fingerprint()
+
+
+class StateDictSource:
+    """A :class:`TensorSource` over tensors already in memory (a state dict)."""
+
+    #: get() returns the caller's own tensors: never modify them in place
+    fresh_reads = False
+
+    def __init__(
+        self, tensors: Mapping[str, torch.Tensor], name: str = "<state dict>", config: dict | None = None
+    ):
+        self._tensors = dict(tensors)
+        self.name = name
+        self.config = dict(config or {})
+
+    def keys(self) -> list[str]:
+        return list(self._tensors)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._tensors
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._tensors[key].shape)
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self._tensors[key].dtype
+
+    def get(self, key: str) -> torch.Tensor:
+        if key not in self._tensors:
+            raise CheckpointError(f"tensor {key!r} not found in {self.name}")
+        return self._tensors[key].detach().cpu()
+
+    def provenance(self, with_hash: bool = True) -> dict[str, Any]:
+        return {"ref": self.name, "format": "in-memory"}
+
+
+def as_source(obj: str | os.PathLike[str] | TensorSource | Mapping[str, torch.Tensor]) -> Any:
+    """Turn a path, hub id, state dict or source into a :class:`TensorSource`."""
+    if isinstance(obj, (str, os.PathLike)):
+        return Checkpoint(obj)
+    if isinstance(obj, Mapping):
+        return StateDictSource(obj)
+    if all(hasattr(obj, attr) for attr in ("keys", "get", "shape", "dtype")):
+        return obj
+    raise CheckpointError(
+        f"cannot read weights from {type(obj).__name__}; pass a directory, hub id or state dict"
+    )
+
+
+def copy_non_weight_files(src: Path, dst: Path) -> list[str]:
+    """Copy config, tokenizer and sentence-transformers files of ``src`` (not its root weights,
+    not its model card) into ``dst``; return the relative paths copied."""
+    copied: list[str] = []
+    for item in sorted(src.iterdir()):
+        name = item.name
+        if name.startswith(".") or name == "README.md":
+            continue
+        if item.is_file() and (name.endswith(WEIGHT_SUFFIXES) or name in WEIGHT_INDEXES):
+            continue
+        target = dst / name
+        if item.is_dir():
+            shutil.copytree(item, target, symlinks=False)
+        else:
+            shutil.copy2(item, target)
+        copied.append(name)
+    return copied

@@ -1,0 +1,219 @@
+"""File names and dtypes of Hugging Face weight files; safetensors reading and streaming writing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from ..errors import CheckpointError
+
+SAFE_SINGLE = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+BIN_SINGLE = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
+WEIGHT_INDEXES = (SAFE_INDEX, BIN_INDEX, "tf_model.h5.index.json", "flax_model.msgpack.index.json")
+
+# safetensors dtype codes <-> torch dtypes
+_ST_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+_ST_CODES = {v: k for k, v in _ST_DTYPES.items()}
+_MAX_HEADER = 100 * 1024 * 1024
+
+# Files fetched from the hub for a checkpoint: configs, tokenizers, sentence-transformers modules.
+_HUB_FILES = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.py", "*/*.json", "*/*.txt", "README.md"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int  # absolute byte offset in the file
+    end: int
+
+
+def _read_safetensors_header(file: Path) -> tuple[dict[str, _Entry], dict[str, str]]:
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as handle:
+            raw_len = handle.read(8)
+            if len(raw_len) != 8:
+                raise CheckpointError(
+                    f"corrupt safetensors file {file}: shorter than its 8-byte header length"
+                )
+            header_len = int.from_bytes(raw_len, "little")
+            if header_len > min(_MAX_HEADER, size - 8):
+                raise CheckpointError(
+                    f"corrupt safetensors file {file}: header length {header_len} is impossible"
+                )
+            header = json.loads(handle.read(header_len))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read safetensors file {file}: {exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"corrupt safetensors file {file}: header is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"corrupt safetensors file {file}: header is not a JSON object")
+    data_start = 8 + header_len
+    metadata = header.pop("__metadata__", None) or {}
+    entries: dict[str, _Entry] = {}
+    for name, spec in header.items():
+        try:
+            code, shape, (begin, end) = (
+                spec["dtype"],
+                tuple(int(s) for s in spec["shape"]),
+                spec["data_offsets"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"corrupt safetensors file {file}: bad entry for tensor {name!r}") from exc
+        dtype = _ST_DTYPES.get(code)
+        if dtype is None:
+            raise CheckpointError(f"tensor {name!r} in {file} has dtype {code}, which taskrank cannot read")
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if end - begin != nbytes or begin < 0 or data_start + end > size:
+            raise CheckpointError(
+                f"corrupt or truncated safetensors file {file}: tensor {name!r} needs bytes "
+                f"{data_start + begin}..{data_start + end} of a {size}-byte file"
+            )
+        entries[name] = _Entry(file, dtype, shape, data_start + begin, data_start + end)
+    return entries, metadata
+
+
+def _read_entry(handle: BinaryIO, entry: _Entry) -> torch.Tensor:
+    n = entry.end - entry.begin
+    if n == 0:
+        return torch.empty(entry.shape, dtype=entry.dtype)
+    buf = bytearray(n)
+    handle.seek(entry.begin)
+    got = handle.readinto(buf)
+    if got != n:
+        raise CheckpointError(f"truncated safetensors file {entry.file}: expected {n} bytes, read {got}")
+    return torch.frombuffer(buf, dtype=entry.dtype).reshape(entry.shape)
+
+
+def parse_size(size: str | int) -> int:
+    """``"2GB"`` → bytes (decimal units as in transformers, ``GiB`` binary)."""
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", size, flags=re.IGNORECASE)
+    if not m:
+        raise CheckpointError(f"cannot parse size {size!r}; use e.g. 500MB or 2GB")
+    unit = (m.group(2) or "B").upper()
+    base = 1024 if "I" in unit else 1000
+    power = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit[0]]
+    return int(float(m.group(1)) * base**power)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
+
+
+class ShardedSafetensorsWriter:
+    """Stream tensors into sharded safetensors files with an index, in a planned order.
+
+    The headers are computed up front from the plan (names, shapes, dtypes), so each tensor
+    is written to disk as soon as it is computed and then dropped: memory stays at one tensor.
+    """
+
+    def __init__(self, out_dir: Path, plan: Iterable[TensorSpec], max_shard_size: str | int = "2GB"):
+        self.out_dir = Path(out_dir)
+        self.plan = list(plan)
+        limit = parse_size(max_shard_size)
+        shards: list[list[TensorSpec]] = [[]]
+        size = 0
+        for spec in self.plan:
+            if shards[-1] and size + spec.nbytes > limit:
+                shards.append([])
+                size = 0
+            shards[-1].append(spec)
+            size += spec.nbytes
+        n = len(shards)
+        self.shards = [(f"model-{i + 1:05d}-of-{n:05d}.safetensors", specs) for i, specs in enumerate(shards)]
+        self._order = [spec for _, specs in self.shards for spec in specs]
+        self._shard_of = [i for i, (_, specs) in enumerate(self.shards) for _ in specs]
+        self._next = 0
+        self._shard = -1
+        self._handle: BinaryIO | None = None
+
+    def _open_shard(self, index: int) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        filename, specs = self.shards[index]
+        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for spec in specs:
+            header[spec.name] = {
+                "dtype": _ST_CODES[spec.dtype],
+                "shape": list(spec.shape),
+                "data_offsets": [offset, offset + spec.nbytes],
+            }
+            offset += spec.nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # align the data section to 8 bytes
+        self._handle = open(self.out_dir / filename, "wb")  # noqa: SIM115 - closed in _open_shard/close
+        self._handle.write(len(raw).to_bytes(8, "little"))
+        self._handle.write(raw)
+        self._shard = index
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write the next tensor of the plan; names, shapes and dtypes must match the plan."""
+        if self._next >= len(self._order):
+            raise CheckpointError(f"tensor {name!r} written past the end of the plan")
+        spec = self._order[self._next]
+        if name != spec.name or tuple(tensor.shape) != spec.shape or tensor.dtype != spec.dtype:
+            raise CheckpointError(
+                f"writer expected {spec.name} {list(spec.shape)} {spec.dtype}, "
+                f"got {name} {list(tensor.shape)} {tensor.dtype}"
+            )
+        if self._shard_of[self._next] != self._shard or self._handle is None:
+            self._open_shard(self._shard_of[self._next])
+        if spec.nbytes and self._handle is not None:
+            flat = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            self._handle.write(memoryview(flat.numpy()))
+        self._next += 1
+
+    def close(self) -> None:
+        """Finish the last shard and write ``model.safetensors.index.json``."""
+        if self._next != len(self._order):
+            missing = self._order[self._next].name
+            raise CheckpointError(f"writer closed before tensor {missing!r} was written")
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        total = sum(spec.nbytes for spec in self._order)
+        weight_map = {spec.name: filename for filename, specs in self.shards for spec in specs}
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (self.out_dir / SAFE_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+    def abort(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+            self._handle = None

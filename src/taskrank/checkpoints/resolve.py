@@ -1,0 +1,74 @@
+"""Turning a checkpoint reference (directory or hub id) into a local directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import CheckpointError
+from .formats import _HUB_FILES
+
+
+def _in_hub_cache(path: Path) -> tuple[str, str] | None:
+    """(repo id, commit) when ``path`` is a snapshot folder of the hub cache."""
+    if path.parent.name != "snapshots":
+        return None
+    repo_folder = path.parent.parent.name  # models--org--name
+    if not repo_folder.startswith("models--"):
+        return None
+    return repo_folder[len("models--") :].replace("--", "/"), path.name
+
+
+def resolve_checkpoint(ref: str | os.PathLike[str], revision: str | None = None) -> Path:
+    """Return the local directory of a checkpoint given as a directory or a hub id.
+
+    Hub ids are fetched into (or found in) the Hugging Face cache; with ``HF_HUB_OFFLINE=1``
+    only the cache is used. Only one weight format is fetched (safetensors when the repository
+    has it, else ``.bin``).
+
+    Example::
+
+        path = resolve_checkpoint("castorini/monot5-base-msmarco")
+    """
+    text = os.fspath(ref)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint {text!r} is a file; expected a model directory or a hub id")
+        return path
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "")
+    if looks_local:
+        raise CheckpointError(f"checkpoint directory {text!r} does not exist")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        snap = Path(snapshot_download(text, revision=revision, allow_patterns=[*_HUB_FILES, "*.safetensors"]))
+        if not any(snap.glob("*.safetensors")):
+            snap = Path(snapshot_download(text, revision=revision, allow_patterns=[*_HUB_FILES, "*.bin"]))
+    except HFValidationError as exc:
+        raise CheckpointError(
+            f"checkpoint {text!r} is neither an existing directory nor a valid hub id"
+        ) from exc
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        raise CheckpointError(
+            f"checkpoint {text!r} is not a local directory and is not in the Hugging Face cache, "
+            "and the hub cannot be reached (offline or HF_HUB_OFFLINE=1); download it once with network "
+            "access or pass a local directory"
+        ) from exc
+    except GatedRepoError as exc:
+        raise CheckpointError(f"hub repository {text!r} is gated: log in with `hf auth login` first") from exc
+    except RepositoryNotFoundError as exc:
+        raise CheckpointError(f"hub repository {text!r} not found (or private)") from exc
+    except RevisionNotFoundError as exc:
+        raise CheckpointError(f"revision {revision!r} of hub repository {text!r} not found") from exc
+    except OSError as exc:  # network failures surface as OSError subclasses (HTTP, connection)
+        raise CheckpointError(f"could not fetch checkpoint {text!r} from the hub: {exc}") from exc
+    return snap
