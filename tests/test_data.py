@@ -49,6 +49,16 @@ def test_load_beir_finds_folder_nested_like_the_zips(tmp_path: Path) -> None:
     assert load_beir(tmp_path / "outer").name == "toy"
 
 
+def test_folder_of_several_datasets_is_not_guessed(tmp_path: Path) -> None:
+    make_beir(tmp_path / "cqadupstack" / "cqadupstack" / "android")
+    make_beir(tmp_path / "cqadupstack" / "cqadupstack" / "gis")
+    with pytest.raises(DataError, match=r"holds several datasets .*android.*gis"):
+        load_beir(tmp_path / "cqadupstack")
+    assert load_beir(tmp_path / "cqadupstack" / "cqadupstack" / "gis").name == "gis"
+    with pytest.raises(DataError, match=r"no corpus\.jsonl found \(not a BEIR folder\)"):
+        load_beir(tmp_path / "cqadupstack" / "cqadupstack" / "gis" / "qrels")
+
+
 def test_unknown_split_lists_valid_ones(tmp_path: Path) -> None:
     root = make_beir(tmp_path / "toy")
     with pytest.raises(DataError, match=r"unknown split 'validation'; valid splits: test, train"):

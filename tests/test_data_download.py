@@ -116,6 +116,15 @@ def test_unreachable_server_is_reported(toy_server: _Server, tmp_path: Path) -> 
         download_beir("toy", tmp_path / "cache", retries=1, progress=False)
 
 
+def test_unknown_split_of_a_named_dataset_fails_before_downloading(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TASKRANK_BEIR_URL", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(
+        DataError, match=r"'scifact': unknown split 'dev'; valid splits: train, test .*dev_split"
+    ):
+        load_beir("scifact", split="dev", cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 def test_prefilled_cache_needs_no_server(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(BEIR_DATASETS, "toy", BeirSpec("toy", "0" * 32, ("test",)))
     monkeypatch.setenv("TASKRANK_BEIR_URL", "http://127.0.0.1:9")  # nothing listens there

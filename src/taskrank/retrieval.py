@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -293,10 +292,9 @@ def bm25_search(
 
 
 def bm25_params(language: str = "english", k1: float = 1.5, b: float = 0.75, variant: str = "lucene") -> dict:
-    """The record of a BM25 configuration (variant, k1, b, stemmer, stop words, implementation)."""
+    """The record of a BM25 configuration (variant, k1, b, stemmer, stop words, implementation).
+
+    >>> bm25_params("de", k1=0.9, b=0.4)["stemmer"]
+    'snowball-german'
+    """
     return BM25Params(language=language, k1=k1, b=b, variant=variant).to_dict()
-
-
-def parse_languages(values: Sequence[str]) -> list[str]:
-    """Normalise language names/codes, e.g. ``["de", "French"] -> ["german", "french"]``."""
-    return [BM25Params(language=v).language for v in values]

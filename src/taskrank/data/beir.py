@@ -11,11 +11,9 @@ import hashlib
 import http.client
 import logging
 import os
-import shutil
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,16 +207,24 @@ def _dataset_root(folder: Path) -> Path:
     """The folder holding ``corpus.jsonl`` (the zips wrap everything in a ``{name}/`` folder)."""
     if (folder / "corpus.jsonl").is_file() or (folder / "corpus.jsonl.gz").is_file():
         return folder
-    candidates = sorted(p.parent for p in folder.glob("*/corpus.jsonl*"))
+    candidates = sorted({p.parent for p in folder.glob("*/corpus.jsonl*")})
     if len(candidates) == 1:
         return candidates[0]
+    nested = sorted({p.parent for p in folder.glob("*/*/corpus.jsonl*")})
+    if len(candidates) > 1 or nested:
+        names = ", ".join(str(p) for p in (candidates or nested)[:5])
+        raise DataError(f"{folder} holds several datasets (e.g. CQADupStack's forums); load one of: {names}")
     raise DataError(f"{folder}: no corpus.jsonl found (not a BEIR folder)")
 
 
 def resolve_dataset(
     path_or_name: PathLike, cache_dir: PathLike | None = None, *, progress: bool = True
 ) -> Path:
-    """A local BEIR folder as is, or a BEIR name downloaded into the cache."""
+    """A local BEIR folder as is, or a BEIR name downloaded into the cache.
+
+    >>> resolve_dataset("scifact")  # doctest: +SKIP
+    PosixPath('/home/me/.cache/taskrank/beir/scifact/scifact')
+    """
     path = Path(path_or_name)
     if path.is_dir():
         return _dataset_root(path)
@@ -230,7 +236,11 @@ def resolve_dataset(
 
 
 def available_splits(path_or_name: PathLike, cache_dir: PathLike | None = None) -> list[str]:
-    """The splits a dataset has qrels for, e.g. ``["test", "train"]`` for SciFact."""
+    """The splits a dataset has qrels for.
+
+    >>> available_splits("scifact")  # doctest: +SKIP
+    ['test', 'train']
+    """
     root = resolve_dataset(path_or_name, cache_dir)
     return sorted(p.name.removesuffix(".tsv") for p in (root / "qrels").glob("*.tsv"))
 
@@ -282,6 +292,14 @@ def load_beir(
     >>> len(ds.queries), len(ds.corpus)  # doctest: +SKIP
     (300, 5183)
     """
+    spec = BEIR_DATASETS.get(str(path_or_name).lower())
+    if spec is not None and not Path(path_or_name).is_dir() and split not in spec.splits:
+        # fail before a download that could not serve the split anyway
+        hint = " (for a dev set without a dev split use dev_split())" if split == "dev" else ""
+        raise DataError(
+            f"BEIR dataset {spec.name!r}: unknown split {split!r}; "
+            f"valid splits: {', '.join(spec.splits)}{hint}"
+        )
     root = resolve_dataset(path_or_name, cache_dir, progress=progress)
     qrels_file = root / "qrels" / f"{split}.tsv"
     if not qrels_file.is_file():
@@ -348,14 +366,3 @@ def dev_split(
         path=root,
         notes=[*train.notes, f"dev set = first {count} of {len(train.queries)} train queries ({percent})"],
     )
-
-
-def corpus_stats(corpus: Mapping[str, Mapping[str, str]]) -> dict[str, int]:
-    """Counts for reports: documents and total characters."""
-    return {"documents": len(corpus), "characters": sum(len(d.get("text", "")) for d in corpus.values())}
-
-
-def clear_cache(name: str, cache_dir: PathLike | None = None) -> None:
-    """Remove a downloaded dataset from the cache."""
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    shutil.rmtree(cache / _spec(name).name, ignore_errors=True)
