@@ -33,9 +33,9 @@ from .errors import ConfigError
 ALPHA_RANGE: tuple[float, float] = (-3.0, 3.0)
 #: The scoring families of :mod:`taskrank.rerankers` (``KINDS`` there).
 KINDS = ("monot5", "cross-encoder", "bi-encoder", "query-likelihood")
-SIGNIFICANCE_TESTS = ("student", "fisher", "tukey")
-CORRECTIONS = ("bonferroni", "holm", "none")
-_METRIC = re.compile(r"^(ndcg|p|precision|recall|r|map|mrr|hits|hit_rate)@[1-9][0-9]*$")
+SIGNIFICANCE_TESTS = ("student", "fisher")
+CORRECTIONS = ("bonferroni", "none")
+_METRIC = re.compile(r"^(ndcg|p|precision|recall|r|map|ap|mrr|rr)@[1-9][0-9]*$")
 _LAYERS = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
 
 Kind = Literal["monot5", "cross-encoder", "bi-encoder", "query-likelihood"]
@@ -212,9 +212,11 @@ def _check_metric(value: str) -> str:
 class SignificanceConfig(_Strict):
     """Paired significance tests of every system against the baselines."""
 
-    test: Literal["student", "fisher", "tukey"] = Field("student", description="paired test")
+    test: Literal["student", "fisher"] = Field(
+        "student", description="paired test: Student's t-test or Fisher's randomisation test"
+    )
     p_value: float = Field(0.01, gt=0, lt=1, description="significance level")
-    correction: Literal["bonferroni", "holm", "none"] = Field(
+    correction: Literal["bonferroni", "none"] = Field(
         "bonferroni", description="multiple-comparison correction"
     )
     baselines: list[str] | None = Field(

@@ -159,7 +159,6 @@ def _significance_note(results: Mapping[str, Any]) -> str:
     test = {
         "student": "paired Student's t-test",
         "fisher": "Fisher's randomisation test",
-        "tukey": "Tukey's HSD test",
     }
     correction = sig.get("correction", "none")
     corr_text = "" if correction in (None, "none") else f", {correction} correction"

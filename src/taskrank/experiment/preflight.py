@@ -1,0 +1,251 @@
+"""Checks that run before any heavy work: the data and checkpoints exist, layer indices exist in
+the model, the scoring family fits each checkpoint, and the results folder is ours to write."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import AblationSystem, ExperimentConfig, MergeSystem, SweepSystem, parse_layers
+from ..errors import CheckpointError, ConfigError, DataError
+from .cache import texts_digest
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_FILE = "experiment.json"
+CACHE_NAME = "cache"
+#: config keys that hold a model's number of transformer layers, in order of preference
+DEPTH_KEYS = ("num_layers", "num_decoder_layers", "num_hidden_layers", "n_layer", "n_layers")
+
+
+@dataclass
+class Split:
+    """The queries and judgments of one split, with a digest of the query texts."""
+
+    role: str  # "test" or "dev"
+    label: str  # the dataset's split, e.g. "test" or "train[:20%]"
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    digest: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            self.digest = texts_digest(self.queries)
+
+
+@dataclass
+class Data:
+    """The corpus and the splits of an experiment."""
+
+    name: str
+    corpus: dict[str, dict[str, str]]
+    corpus_digest: str
+    test: Split
+    dev: Split | None
+    notes: list[str] = field(default_factory=list)
+
+
+def load_data(config: ExperimentConfig, *, progress: bool = True) -> Data:
+    """Load the test split and the dev queries the config names (a :class:`DataError` when absent)."""
+    from ..data import load_beir
+    from ..retrieval import corpus_fingerprint
+
+    spec = config.dataset
+    try:
+        test = load_beir(spec.path, spec.split, spec.cache_dir, progress=progress)
+    except DataError as exc:
+        raise DataError(f"dataset.path {spec.path!r}: {exc}") from exc
+    notes = list(test.notes)
+    dev = None
+    if spec.dev is not None:
+        try:
+            full = load_beir(test.path or spec.path, spec.dev.split, spec.cache_dir, progress=progress)
+        except DataError as exc:
+            raise DataError(f"dataset.dev.split {spec.dev.split!r}: {exc}") from exc
+        queries, qrels, label = full.queries, full.qrels, spec.dev.split
+        if spec.dev.fraction is not None:
+            # the paper's rule for SciFact: the first 20% of the train queries, in qrels order
+            count = max(1, int(len(queries) * spec.dev.fraction))
+            chosen = list(queries)[:count]
+            queries = {q: queries[q] for q in chosen}
+            qrels = {q: qrels[q] for q in chosen}
+            label = f"{spec.dev.split}[:{spec.dev.fraction * 100:g}%]"
+            notes.append(f"dev set = first {count} of {len(full.queries)} {spec.dev.split} queries")
+        overlap = sorted(set(queries) & set(test.queries))
+        if overlap:
+            raise DataError(
+                f"dev and test queries overlap ({len(overlap)} ids, e.g. {overlap[0]!r}); "
+                "tuning on test queries would leak: choose another dataset.dev"
+            )
+        dev = Split("dev", label, queries, qrels)
+    name = spec.name or test.name
+    return Data(
+        name=name,
+        corpus=test.corpus,
+        corpus_digest=corpus_fingerprint(test.corpus),
+        test=Split("test", spec.split, test.queries, test.qrels),
+        dev=dev,
+        notes=notes,
+    )
+
+
+@dataclass
+class Checkpoints:
+    """Resolved checkpoint directories and their fingerprints, by role."""
+
+    paths: dict[str, Path]
+    fingerprints: dict[str, str]
+    depth: int | None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    file = path / "config.json"
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} has no config.json") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{file} is unreadable: {exc}") from exc
+
+
+def model_depth(config: dict[str, Any]) -> int | None:
+    """Number of transformer layers of a model config (the deeper stack of an encoder-decoder).
+
+    >>> model_depth({"num_layers": 12, "num_decoder_layers": 12})
+    12
+    """
+    values = [config[k] for k in DEPTH_KEYS if isinstance(config.get(k), int)]
+    return max(values) if values else None
+
+
+def _roles(config: ExperimentConfig) -> list[str]:
+    types = {s.type for s in config.systems}
+    roles = []
+    if types & {"ranker", "merge", "sweep", "ablation"}:
+        roles.append("ranker")
+    if types & {"merge", "sweep", "ablation"}:
+        roles += ["domain", "pretrained"]
+    elif "domain" in types:
+        roles.append("domain")
+    return roles
+
+
+def resolve_checkpoints(config: ExperimentConfig, memo: Any) -> Checkpoints:
+    """Resolve every checkpoint the systems need and check layers and scoring families."""
+    from ..checkpoints import resolve_checkpoint
+
+    models = config.models
+    if models is None:
+        return Checkpoints({}, {}, None)
+    paths: dict[str, Path] = {}
+    for role in _roles(config):
+        ref = getattr(models, role)
+        try:
+            paths[role] = resolve_checkpoint(ref, models.revisions.get(role))
+        except CheckpointError as exc:
+            raise CheckpointError(f"models.{role}: {exc}") from exc
+    depth = None
+    if "ranker" in paths:
+        ranker_config = _read_config(paths["ranker"])
+        depth = model_depth(ranker_config)
+        _check_layers(config, depth, models.ranker)
+        _check_family(models.kind, paths["ranker"], f"models.ranker {models.ranker!r}")
+    if "domain" in paths and any(s.type == "domain" for s in config.systems):
+        kind = models.domain_kind or models.kind
+        _check_family(kind, paths["domain"], f"models.domain {models.domain!r} (as a re-ranker)")
+    fingerprints = {role: memo.fingerprint(path) for role, path in paths.items()}
+    return Checkpoints(paths, fingerprints, depth)
+
+
+def _check_layers(config: ExperimentConfig, depth: int | None, ranker: str) -> None:
+    for i, system in enumerate(config.systems):
+        if not isinstance(system, MergeSystem | SweepSystem | AblationSystem):
+            continue
+        layers = parse_layers(system.layers)
+        if layers is None:
+            continue
+        if depth is None:
+            raise ConfigError(
+                f"systems[{i}] ({system.name!r}) selects layers, but the config of {ranker!r} gives no "
+                f"number of layers (none of {', '.join(DEPTH_KEYS)})"
+            )
+        past = [layer for layer in layers if layer >= depth]
+        if past:
+            raise ConfigError(
+                f"systems[{i}] ({system.name!r}): layer {past[0]} is past the model's depth: "
+                f"{ranker!r} has {depth} layers (0-{depth - 1})"
+            )
+
+
+def _check_family(kind: str, path: Path, label: str) -> None:
+    """The scoring family fits the checkpoint (reads only its config)."""
+    from transformers import AutoConfig
+
+    from ..rerankers import reranker_class
+
+    cls = reranker_class(kind)
+    try:
+        model_config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{label}: cannot read its config ({exc})") from exc
+    cls.check_family(list(getattr(model_config, "architectures", None) or []), model_config, label)
+
+
+def ablation_layers(system: AblationSystem, depth: int | None) -> list[int]:
+    """The layers an ablation visits: its own list, or every layer of the model."""
+    layers = parse_layers(system.layers)
+    if layers is not None:
+        return layers
+    if depth is None:
+        raise ConfigError(f"ablation {system.name!r}: the model's number of layers is unknown; list 'layers'")
+    return list(range(depth))
+
+
+def check_output(config: ExperimentConfig, *, overwrite: bool) -> str:
+    """Whether the results folder is ours: ``"new"``, ``"resume"`` (it holds this same
+    experiment) or ``"overwrite"``. A folder holding a different experiment, or anything else,
+    is refused unless ``overwrite``. Nothing is changed on disk.
+    """
+    out = config.output_path()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} exists and is not a folder")
+    if not out.exists() or not any(out.iterdir()):
+        return "new"
+    marker = out / EXPERIMENT_FILE
+    recorded: dict[str, Any] | None = None
+    if marker.is_file():
+        try:
+            recorded = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = None
+    if isinstance(recorded, dict) and recorded.get("fingerprint") == config.fingerprint():
+        return "resume"
+    if not overwrite:
+        if not isinstance(recorded, dict):
+            what = "files that are not a taskrank experiment"
+        else:
+            name, fp = recorded.get("name"), recorded.get("fingerprint")
+            what = f"a different experiment ({name!r}, fingerprint {fp})"
+        raise ConfigError(
+            f"output {out} holds {what}; pass --overwrite (overwrite=True) to replace it, "
+            "or choose another output"
+        )
+    return "overwrite"
+
+
+def clear_output(config: ExperimentConfig) -> None:
+    """Remove the results of the folder, keeping the step cache when it lives there: cache entries
+    are keyed by their inputs, so they cannot be stale."""
+    out = config.output_path()
+    keep = {CACHE_NAME} if config.cache_path().resolve() == (out / CACHE_NAME).resolve() else set()
+    for child in out.iterdir():
+        if child.name in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
