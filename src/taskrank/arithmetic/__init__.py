@@ -10,27 +10,37 @@ Everything is lazy: a :class:`TaskVector` is a linear combination of checkpoint 
 merge streams one tensor at a time from the inputs to the output shards.
 """
 
-from .alignment import align_keys, base_prefix, resolve_keys, tie_map
-from .merge import DTYPES, merge
-from .report import MergeReport, MergeResult
-from .selection import MODES, LayerSelection, layer_of, parse_layers
-from .sweep import AlphaSweep
-from .vector import VOCAB_POLICIES, TaskVector
+from __future__ import annotations
 
-__all__ = [
-    "DTYPES",
-    "MODES",
-    "VOCAB_POLICIES",
-    "AlphaSweep",
-    "LayerSelection",
-    "MergeReport",
-    "MergeResult",
-    "TaskVector",
-    "align_keys",
-    "base_prefix",
-    "layer_of",
-    "merge",
-    "parse_layers",
-    "resolve_keys",
-    "tie_map",
-]
+import importlib
+from typing import Any
+
+from .options import DTYPE_NAMES, MODES, VOCAB_POLICIES
+
+# Imported on first use: the submodules need torch, the option lists above do not.
+_LAZY = {
+    "align_keys": "alignment",
+    "base_prefix": "alignment",
+    "resolve_keys": "alignment",
+    "tie_map": "alignment",
+    "DTYPES": "merging",
+    "merge": "merging",
+    "MergeReport": "report",
+    "MergeResult": "report",
+    "LayerSelection": "selection",
+    "layer_of": "selection",
+    "parse_layers": "selection",
+    "AlphaSweep": "sweep",
+    "TaskVector": "vector",
+}
+
+__all__ = ["DTYPE_NAMES", "MODES", "VOCAB_POLICIES", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -6,12 +6,10 @@ import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import MergeError
-
-Mode = Literal["only", "except"]
-MODES: tuple[str, ...] = ("only", "except")
+from .options import MODES, Mode
 
 _LAYER_RE = re.compile(r"(?:^|\.)(\d+)(?=\.|$)")
 

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import MergeError
 from .alignment import resolve_keys
-from .merge import _all_finite, _progress
+from .merging import _all_finite, _progress
 from .selection import LayerSelection, _ranges, _selection_aliases, layer_of
 from .vector import TaskVector, VocabPolicy, _check_coef, _check_pair
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -14,9 +14,7 @@ from ..checkpoints import (
 )
 from ..errors import MergeError
 from .alignment import resolve_keys
-
-VocabPolicy = Literal["strict", "common"]
-VOCAB_POLICIES: tuple[str, ...] = ("strict", "common")
+from .options import VOCAB_POLICIES, VocabPolicy
 
 
 @dataclass(frozen=True)

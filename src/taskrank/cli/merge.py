@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ..arithmetic import DTYPES, MODES, VOCAB_POLICIES
+from ..arithmetic.options import DTYPE_NAMES, MODES, VOCAB_POLICIES
 
 
 def merge_command(
@@ -28,7 +28,7 @@ def merge_command(
     exclude: list[str] = typer.Option([], "--exclude", help="Glob on tensor names to exclude (repeatable)."),
     vocab_policy: str = typer.Option("strict", "--vocab-policy", help=f"{' | '.join(VOCAB_POLICIES)}."),
     dtype: str | None = typer.Option(
-        None, "--dtype", help=f"Output dtype: {' | '.join(DTYPES)} (default: the ranker's)."
+        None, "--dtype", help=f"Output dtype: {' | '.join(DTYPE_NAMES)} (default: the ranker's)."
     ),
     max_shard_size: str = typer.Option("2GB", "--max-shard-size", help="Largest safetensors shard."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),

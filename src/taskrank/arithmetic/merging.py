@@ -23,17 +23,14 @@ from ..checkpoints import (
 )
 from ..errors import MergeError
 from .alignment import resolve_keys
+from .options import DTYPE_NAMES
 from .report import MergeReport, MergeResult
 from .selection import LayerSelection, _ranges, _selection_aliases, layer_of
 from .vector import TaskVector, VocabPolicy, _check_coef, _check_pair
 
 log = logging.getLogger(__name__)
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass
