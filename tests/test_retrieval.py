@@ -61,11 +61,24 @@ def test_language_aware_stemming(
     assert list(run["q"]) == [expected]
 
 
-def test_language_specific_stop_words(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("language", "stop_words"),
+    [("en", "the and of"), ("de", "und die der"), ("fr", "les et des"), ("es", "los y de las")],
+)
+def test_stop_words_per_language(tmp_path: Path, language: str, stop_words: str) -> None:
+    corpus = {"a": {"title": "", "text": f"{stop_words} zebra"}, "b": {"title": "", "text": "lion"}}
+    run = bm25_search(corpus, {"stop": stop_words, "word": "zebra"}, language=language, cache_dir=tmp_path,
+                      progress=False)  # fmt: skip
+    assert run["stop"] == {}  # only stop words of that language: nothing matches
+    assert list(run["word"]) == ["a"]
+
+
+def test_stop_words_are_language_specific(tmp_path: Path) -> None:
     corpus = {"a": {"title": "", "text": "der die das und"}, "b": {"title": "", "text": "Katze"}}
-    assert bm25_search(corpus, {"q": "und die"}, language="de", cache_dir=tmp_path, progress=False)["q"] == {}
     english = bm25_search(corpus, {"q": "und die"}, language="en", cache_dir=tmp_path, progress=False)
-    assert list(english["q"]) == ["a"]  # not English stop words
+    assert list(english["q"]) == ["a"]  # German stop words are ordinary words in English
+    kept = bm25_search(corpus, {"q": "und die"}, language="de", cache_dir=tmp_path, progress=False)
+    assert kept["q"] == {}
 
 
 def test_index_is_cached_and_reused(tmp_path: Path, caplog, monkeypatch) -> None:
@@ -134,3 +147,12 @@ def test_empty_corpus_and_bad_k(tmp_path: Path) -> None:
         index.search({"q": "virus"}, k=0, progress=False)
     with pytest.raises(DataError, match=r"not a taskrank BM25 index"):
         BM25Index.load(tmp_path)
+
+
+def test_stemming_and_stop_words_can_be_turned_off() -> None:
+    plain = BM25Index.build(CORPUS, BM25Params(stemming=False, stopwords=False), progress=False)
+    run = plain.search({"inflected": "viruses", "exact": "virus", "stop": "the"}, progress=False)
+    assert run["inflected"] == {}  # no stemmer: viruses is not virus
+    assert set(run["exact"]) == {"d2", "d4"}
+    assert set(run["stop"]) == {"d2", "d4", "d5", "d3"}  # every document with "the"
+    assert plain.params.to_dict()["stemmer"] is None
