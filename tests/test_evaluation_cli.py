@@ -111,6 +111,20 @@ def test_fuse_fixed_weights_and_rrf(monkeypatch, capsys, runs: dict[str, Path], 
     assert read_run(tmp_path / "r.trec")["q1"]["d1"] == pytest.approx(1 / 11 + 1 / 12)
 
 
+def test_fuse_depth_cuts_both_runs_first(monkeypatch, capsys, runs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "fused.trec"
+    code, _, _ = _taskrank(
+        monkeypatch, capsys, "fuse", runs["first"], runs["second"], "--out", out, "--depth", "2"
+    )
+    assert code == 0
+    # q1: first keeps d1 (9), d2 (3); second keeps d2 (.9), d1 (.2): d3 is gone, min-max over the kept two
+    assert read_run(out)["q1"] == pytest.approx({"d1": 0.5, "d2": 0.5})
+    code, _, err = _taskrank(
+        monkeypatch, capsys, "fuse", runs["first"], runs["second"], "--out", out, "--depth", "0"
+    )
+    assert code == 2 and "--depth must be >= 1" in err
+
+
 def test_fuse_tunes_weights_on_dev(monkeypatch, capsys, runs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "fused.trec"
     args = ["fuse", runs["first"], runs["second"], "--out", out, "--dev-qrels", runs["qrels"]]

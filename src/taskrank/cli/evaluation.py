@@ -103,6 +103,15 @@ def _parse_weights(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
+def _cut(run: dict[str, dict[str, float]], depth: int | None) -> dict[str, dict[str, float]]:
+    """Each query's top ``depth`` documents in trec_eval order (all of them when depth is None)."""
+    from ..data import ranked
+
+    if depth is None:
+        return run
+    return {qid: dict(ranked(scores)[:depth]) for qid, scores in run.items()}
+
+
 def fuse_command(
     first_stage: Path = typer.Argument(..., help="First-stage TREC run (e.g. BM25)."),
     reranker: Path = typer.Argument(..., help="Re-ranker TREC run."),
@@ -119,6 +128,9 @@ def fuse_command(
     metric: str = typer.Option("ndcg@10", "--metric", help="Metric the tuning maximises."),
     step: float = typer.Option(0.1, "--step", help="Grid step of the weight search."),
     rrf_k: int = typer.Option(60, "--rrf-k", help="k of reciprocal rank fusion."),
+    depth: int | None = typer.Option(
+        None, "--depth", help="Fuse only each run's top N per query (e.g. the re-ranked 100)."
+    ),
     tag: str = typer.Option("fused", "--tag", help="Run tag."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary line."),
@@ -135,16 +147,18 @@ def fuse_command(
         raise ConfigError("give either --weights or --dev-qrels (tuning), not both")
     if dev_qrels is None and (dev_first_stage is not None or dev_reranker is not None):
         raise ConfigError("--dev-first-stage/--dev-reranker need --dev-qrels")
+    if depth is not None and depth < 1:
+        raise ConfigError(f"--depth must be >= 1, got {depth}")
     _refuse_existing(out, overwrite)
-    first, second = read_run(first_stage), read_run(reranker)
+    first, second = _cut(read_run(first_stage), depth), _cut(read_run(reranker), depth)
     summary: str
     if method == "rrf":
         fused = rrf([first, second], k=rrf_k)
         summary = f"RRF k={rrf_k}"
     elif dev_qrels is not None:
         qrels = read_qrels(dev_qrels)
-        dev_first = read_run(dev_first_stage) if dev_first_stage else first
-        dev_second = read_run(dev_reranker) if dev_reranker else second
+        dev_first = _cut(read_run(dev_first_stage), depth) if dev_first_stage else first
+        dev_second = _cut(read_run(dev_reranker), depth) if dev_reranker else second
         tuned, value = tune_fusion(dev_first, dev_second, qrels, metric=metric, step=step)
         fused = fuse(first, second, tuned)
         summary = f"weights {tuned[0]:g},{tuned[1]:g} tuned on {dev_qrels} ({metric} = {value:.4f})"
