@@ -237,6 +237,23 @@ def test_trec_topics_tsv_and_sgml(tmp_path: Path) -> None:
         load_queries(sgml, format="xml")
 
 
+def test_trec_topics_with_closing_tags_and_xml(tmp_path: Path) -> None:
+    closed = tmp_path / "topics.closed.txt"
+    closed.write_text("<top><num>7</num><title>heart attack</title><desc>x</desc></top>\n", encoding="utf-8")
+    assert load_queries(closed) == {"7": "heart attack"}
+    xml = tmp_path / "topics-rnd5.xml"
+    xml.write_text(
+        '<topics>\n<topic number="1">\n<query>coronavirus origin</query>\n<question>?</question>\n</topic>\n'
+        '<topic number="2">\n<query>coronavirus response to weather</query>\n</topic>\n</topics>\n',
+        encoding="utf-8",
+    )
+    assert load_queries(xml) == {"1": "coronavirus origin", "2": "coronavirus response to weather"}
+    bad = tmp_path / "topics.bad.txt"
+    bad.write_text("<top>\n<title> no number\n</top>\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"topics\.bad\.txt:1: <top> block without <num> or <title>"):
+        load_queries(bad)
+
+
 def test_miracl_style_dataset_gz_corpus_and_negatives(tmp_path: Path, caplog) -> None:
     corpus = tmp_path / "corpus.jsonl.gz"
     with gzip.open(corpus, "wt", encoding="utf-8") as handle:

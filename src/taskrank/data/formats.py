@@ -138,8 +138,8 @@ def load_corpus(path: PathLike) -> Corpus:
 
 
 _TOP_RE = re.compile(r"<top>(.*?)</top>", re.DOTALL | re.IGNORECASE)
-_NUM_RE = re.compile(r"<num>\s*(?:Number:)?\s*(\S+)", re.IGNORECASE)
-_TITLE_RE = re.compile(r"<title>\s*(?:Topic:)?(.*?)(?=<\w+>|\Z)", re.DOTALL | re.IGNORECASE)
+_NUM_RE = re.compile(r"<num>\s*(?:Number:)?\s*([^\s<]+)", re.IGNORECASE)
+_TITLE_RE = re.compile(r"<title>\s*(?:Topic:)?(.*?)(?=</?\w+>|\Z)", re.DOTALL | re.IGNORECASE)
 _XML_TOPIC_RE = re.compile(r"<topic\s+number=\"([^\"]+)\"[^>]*>(.*?)</topic>", re.DOTALL | re.IGNORECASE)
 _XML_QUERY_RE = re.compile(r"<(?:query|title)>(.*?)</(?:query|title)>", re.DOTALL | re.IGNORECASE)
 
