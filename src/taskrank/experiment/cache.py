@@ -103,6 +103,7 @@ class FingerprintMemo:
     def __init__(self, file: str | os.PathLike[str]) -> None:
         self.file = Path(file)
         self._data: dict[str, Any] | None = None
+        self._dirty = False
 
     def _load(self) -> dict[str, Any]:
         if self._data is None:
@@ -134,5 +135,11 @@ class FingerprintMemo:
             return str(known["fingerprint"])
         value = fingerprint(path)
         data[key] = {"stamp": stamp, "fingerprint": value}
-        write_json(self.file, data)
+        self._dirty = True
         return value
+
+    def flush(self) -> None:
+        """Write new fingerprints to disk (a dry run never calls this: it writes nothing)."""
+        if self._dirty and self._data is not None:
+            write_json(self.file, self._data)
+            self._dirty = False

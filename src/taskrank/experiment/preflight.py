@@ -213,8 +213,8 @@ def check_output(config: ExperimentConfig, *, overwrite: bool) -> str:
     out = config.output_path()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output {out} exists and is not a folder")
-    if not out.exists() or not any(out.iterdir()):
-        return "new"
+    if not out.exists() or not [p for p in out.iterdir() if p.name != CACHE_NAME]:
+        return "new"  # empty, or only the step cache of a run killed at its very start
     marker = out / EXPERIMENT_FILE
     recorded: dict[str, Any] | None = None
     if marker.is_file():

@@ -571,6 +571,7 @@ class Experiment:
         if status == "overwrite":
             clear_output(self.config)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.memo.flush()
         write_text(self.out / "config.yaml", dump_config(self.config))
         write_json(
             self.out / EXPERIMENT_FILE,
@@ -794,8 +795,8 @@ class Experiment:
             "correction": sig.correction,
             "marks": {},
         }
-        if not baselines or len(runs) < 2:
-            return info
+        if not baselines or not [name for name in runs if name not in baselines]:
+            return info  # nothing to test against the baselines
         comparison = compare(
             runs,
             self.data.test.qrels,

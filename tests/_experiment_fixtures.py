@@ -1,0 +1,78 @@
+"""A tiny BEIR dataset over the conftest vocabulary, and experiment configs around the t5 trio."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from taskrank.config import ExperimentConfig, parse_config
+
+
+def write_tiny_beir(root: Path, words: tuple[str, ...], *, docs: int = 40, seed: int = 0) -> Path:
+    """40 documents of 8 words; 8 test and 4 dev queries of 2 words taken from one document.
+    A document holding both query words is relevant (2), one holding one of them is (1)."""
+    rng = random.Random(seed)
+    corpus = {f"d{i}": rng.sample(words, 8) for i in range(docs)}
+    queries: dict[str, list[str]] = {}
+    qrels: dict[str, dict[str, dict[str, int]]] = {"test": {}, "dev": {}}
+    for n in range(12):
+        source = corpus[f"d{(n * 3) % docs}"]
+        terms = rng.sample(source, 2)
+        qid = f"q{n}"
+        queries[qid] = terms
+        split = "dev" if n >= 8 else "test"
+        judged = {}
+        for did, text in corpus.items():
+            hits = sum(t in text for t in terms)
+            if hits:
+                judged[did] = 2 if hits == 2 else 1
+        qrels[split][qid] = judged
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "qrels").mkdir(exist_ok=True)
+    with open(root / "corpus.jsonl", "w") as handle:
+        for did, text in corpus.items():
+            handle.write(json.dumps({"_id": did, "title": "", "text": " ".join(text)}) + "\n")
+    with open(root / "queries.jsonl", "w") as handle:
+        for qid, terms in queries.items():
+            handle.write(json.dumps({"_id": qid, "text": " ".join(terms)}) + "\n")
+    for split, rows in qrels.items():
+        with open(root / "qrels" / f"{split}.tsv", "w") as handle:
+            handle.write("query-id\tcorpus-id\tscore\n")
+            for qid, judged in rows.items():
+                for did, grade in judged.items():
+                    handle.write(f"{qid}\t{did}\t{grade}\n")
+    return root
+
+
+def config_dict(data: Path, trio: dict[str, Path], out: Path, **changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "tiny experiment",
+        "output": str(out),
+        "dataset": {"path": str(data), "split": "test", "dev": {"split": "dev"}},
+        "first_stage": {"kind": "bm25", "k": 10},
+        "models": {
+            "ranker": str(trio["ranker"]),
+            "domain": str(trio["domain"]),
+            "pretrained": str(trio["pretrained"]),
+            "kind": "monot5",
+        },
+        "scoring": {"device": "cpu", "batch_size": 32, "max_length": 64, "top_k": 10},
+        "systems": [
+            {"name": "BM25", "type": "first-stage"},
+            {"name": "ranker", "type": "ranker"},
+            {"name": "domain", "type": "domain"},
+            {"name": "TA α=0.5", "type": "merge", "alpha": 0.5},
+            {"name": "sweep", "type": "sweep", "alphas": [0.0, 0.5, 1.0]},
+            {"name": "ablation", "type": "ablation", "alpha": 0.5},
+        ],
+        "fusion": {"method": "tuned", "step": 0.25},
+        "metrics": ["ndcg@10", "p@10"],
+    }
+    base.update(changes)
+    return base
+
+
+def make_config(data: Path, trio: dict[str, Path], out: Path, **changes: Any) -> ExperimentConfig:
+    return parse_config(config_dict(data, trio, out, **changes))
