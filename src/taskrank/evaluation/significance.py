@@ -134,10 +134,19 @@ class Comparison:
             if self.baselines
             else "every pair of systems"
         )
+        if self.num_comparisons:
+            legend = (
+                f"A superscript letter marks a significant improvement over that system: {TESTS[self.test]} "
+                f"(two-sided) on the per-query values, p < {self.p_value:g} after "
+                f"{CORRECTIONS[self.correction]} over {self.num_comparisons} comparison(s) per metric "
+                f"({scope})."
+            )
+        else:
+            legend = (
+                "No significance tests: there is no pair of systems to compare (every system is a baseline)."
+            )
         lines = [
-            f"A superscript letter marks a significant improvement over that system: {TESTS[self.test]} "
-            f"(two-sided) on the per-query values, p < {self.p_value:g} after "
-            f"{CORRECTIONS[self.correction]} over {self.num_comparisons} comparison(s) per metric ({scope}).",
+            legend,
             f"{RULES[0]} {len(first.queries)} judged queries evaluated.",
             RULES[1]
             + " "
@@ -282,9 +291,8 @@ def compare(
     if unknown:
         raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}; systems: {', '.join(systems)}")
     if base:
+        # when every system is a baseline there is nothing to test: the table has no marks
         pairs = [(s, b) for s in systems if s not in base for b in base]
-        if not pairs:
-            raise ConfigError("every system is a baseline: nothing to compare against them")
     else:
         pairs = [(systems[j], systems[i]) for i in range(len(systems)) for j in range(i + 1, len(systems))]
     evaluations = {name: evaluate(run, qrels, keys) for name, run in runs.items()}
