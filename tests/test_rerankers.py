@@ -66,6 +66,10 @@ def test_independent_of_batch_size_token_budget_and_order(models, kind):
     np.testing.assert_allclose(one, base, atol=ATOL, rtol=0)
     np.testing.assert_allclose(budget, base, atol=ATOL, rtol=0)
     np.testing.assert_allclose(shuffled, base[perm], atol=ATOL, rtol=0)
+    # the padding a GPU uses (lengths rounded up to multiples of 8) changes nothing either
+    rounded = load_reranker(models[kind], kind, device="cpu", batch_size=4)
+    rounded.pad_to_multiple_of = 8
+    np.testing.assert_allclose(rounded.score(PAIRS), base, atol=ATOL, rtol=0)
 
 
 def test_monot5_yes_no_tokens(models):
@@ -253,6 +257,9 @@ def test_packed_pads_right_and_left():
     left = packed.pad(np.array([2, 1]), {"input_ids": 9}, left=True)
     assert left["input_ids"].tolist() == [[5, 6], [9, 4]]
     assert left["attention_mask"].tolist() == [[1, 1], [0, 1]]
+    rounded = packed.pad(np.array([0, 2]), {"input_ids": 9}, multiple=4)
+    assert rounded["input_ids"].tolist() == [[1, 2, 3, 9], [5, 6, 9, 9]]
+    assert rounded["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]
 
 
 def test_score_of_no_pairs_is_empty(models):

@@ -146,9 +146,10 @@ class Packed:
         return len(self.lengths)
 
     def pad(
-        self, rows: np.ndarray, pad_values: Mapping[str, int], *, left: bool = False
+        self, rows: np.ndarray, pad_values: Mapping[str, int], *, left: bool = False, multiple: int = 1
     ) -> dict[str, torch.Tensor]:
-        """Pad ``rows`` to their longest member; returns the features plus ``attention_mask``.
+        """Pad ``rows`` to their longest member, rounded up to a ``multiple``; returns the
+        features plus ``attention_mask``.
 
         With ``left=True`` sequences are right-aligned (padding on the left), as causal LMs
         need when only the last positions are read.
@@ -156,7 +157,7 @@ class Packed:
         import torch
 
         lengths = self.lengths[rows]
-        width = int(lengths.max())
+        width = -(-int(lengths.max()) // multiple) * multiple
         cols = np.arange(width, dtype=np.int64)[None, :]
         pos = cols - (width - lengths)[:, None] if left else np.broadcast_to(cols, (len(rows), width))
         valid = (pos >= 0) & (pos < lengths[:, None])
@@ -304,6 +305,8 @@ class Reranker:
         self.max_length = max_length
         self.max_tokens = max_tokens
         self.source = source
+        # tensor cores want sequence lengths in multiples of 8; on a CPU it would only add work
+        self.pad_to_multiple_of = 8 if device.type == "cuda" else 1
         self.config = dict(self.options)
         self.config.update(options)
 
@@ -350,7 +353,7 @@ class Reranker:
         non_blocking = self.device.type == "cuda"
         with progress_bar(len(packed), description, progress) as advance:
             for rows in plan_batches(packed.lengths, self.batch_size, self.max_tokens):
-                padded = packed.pad(rows, pads, left=left)
+                padded = packed.pad(rows, pads, left=left, multiple=self.pad_to_multiple_of)
                 yield rows, {name: t.to(self.device, non_blocking=non_blocking) for name, t in padded.items()}
                 advance(len(rows))
 

