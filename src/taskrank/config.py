@@ -448,6 +448,12 @@ class ExperimentConfig(_Strict):
         """The step cache folder."""
         return Path(self.cache_dir).expanduser() if self.cache_dir else self.output_path() / "cache"
 
+    def trio(self) -> ModelsConfig:
+        """The ``models`` section; a :class:`ConfigError` when a system needs it and it is absent."""
+        if self.models is None:
+            raise ConfigError("this experiment re-ranks, so the section 'models' is required")
+        return self.models
+
     def baselines(self) -> list[str]:
         """Systems every other system is tested against."""
         if self.significance.baselines is not None:

@@ -13,7 +13,7 @@ import logging
 import platform
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +24,13 @@ from ..config import (
     DomainSystem,
     ExperimentConfig,
     FirstStageSystem,
-    MergeSystem,
     RankerSystem,
     SweepSystem,
     dump_config,
-    parse_layers,
 )
 from ..errors import DataError
 from .cache import FingerprintMemo, StepCache, digest
+from .models import ModelPool, ModelState
 from .preflight import (
     EXPERIMENT_FILE,
     Checkpoints,
@@ -47,116 +46,6 @@ from .preflight import (
 log = logging.getLogger(__name__)
 
 Run = dict[str, dict[str, float]]
-
-
-# --------------------------------------------------------------------------- model states
-
-
-@dataclass(frozen=True)
-class ModelState:
-    """Which weights score: the ranker, θ_ranker + α·τ on some layers, or the domain model."""
-
-    role: str  # "ranker", "merge" or "domain"
-    alpha: float = 0.0
-    layers: tuple[int, ...] | None = None
-    mode: str = "only"
-
-    @staticmethod
-    def merged(alpha: float, layers: Any = None, mode: str = "only") -> ModelState:
-        """θ_ranker + α·τ; α = 0 is the ranker itself (AlphaSweep restores it bit for bit)."""
-        if alpha == 0:
-            return ModelState("ranker")
-        parsed = parse_layers(layers)
-        return ModelState("merge", float(alpha), tuple(parsed) if parsed is not None else None, mode)
-
-    def label(self) -> str:
-        if self.role != "merge":
-            return self.role
-        where = "" if self.layers is None else f", {self.mode} layers {','.join(map(str, self.layers))}"
-        return f"α={self.alpha:g}{where}"
-
-
-class ModelPool:
-    """Loads each model at most once and moves the ranker between α states in place."""
-
-    def __init__(
-        self, config: ExperimentConfig, checkpoints: Checkpoints, device: Any, progress: bool
-    ) -> None:
-        self.config = config
-        self.checkpoints = checkpoints
-        self.device = device
-        self.progress = progress
-        self.loads: list[str] = []
-        self._ranker: Any = None
-        self._domain: Any = None
-        self._sweep: Any = None
-
-    def _load(self, role: str, kind: str, options: Mapping[str, Any], tokenizer: Any) -> Any:
-        from ..rerankers import load_reranker
-
-        scoring = self.config.scoring
-        log.info("loading the %s model %s", role, self.checkpoints.paths[role])
-        self.loads.append(role)
-        return load_reranker(
-            str(self.checkpoints.paths[role]),
-            kind,
-            tokenizer=tokenizer,
-            device=self.device,
-            dtype=scoring.dtype,
-            batch_size=scoring.batch_size,
-            max_length=scoring.max_length,
-            **options,
-        )
-
-    def reranker(self, state: ModelState) -> Any:
-        """A re-ranker whose model holds the weights of ``state``."""
-        models = self.config.models
-        assert models is not None  # validated: systems that re-rank need 'models'
-        if state.role == "domain":
-            if self._domain is None:
-                kind = models.domain_kind or models.kind
-                options = models.options if kind == models.kind else {}
-                self._domain = self._load("domain", kind, options, None)
-            return self._domain
-        self.release_domain()
-        if self._ranker is None:
-            self._ranker = self._load("ranker", models.kind, models.options, models.tokenizer)
-        if state.role == "ranker":
-            if self._sweep is not None:
-                self._sweep.set_alpha(0.0)
-            return self._ranker
-        if self._sweep is None:
-            from ..arithmetic import AlphaSweep, TaskVector
-
-            vector = TaskVector.from_checkpoints(
-                self.checkpoints.paths["domain"],
-                self.checkpoints.paths["pretrained"],
-                vocab_policy=models.vocab_policy,
-            )
-            self._sweep = AlphaSweep(self._ranker.model, vector, vector_device="cpu", progress=self.progress)
-        layers = list(state.layers) if state.layers is not None else None
-        self._sweep.set_alpha(state.alpha, layers=layers, mode=state.mode)
-        return self._ranker
-
-    def release_domain(self) -> None:
-        """Free the domain model (before the ranker is loaded, so both never share the device)."""
-        if self._domain is not None:
-            self._domain = None
-            _free_device_memory()
-
-    def close(self) -> None:
-        self._ranker = self._domain = self._sweep = None
-        _free_device_memory()
-
-
-def _free_device_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -298,8 +187,7 @@ class Experiment:
 
     def _model_id(self, state: ModelState) -> dict[str, Any]:
         fp = self.ckpts.fingerprints
-        models = self.config.models
-        assert models is not None
+        models = self.config.trio()
         if state.role == "domain":
             return {"domain": fp["domain"]}
         if state.role == "ranker":
@@ -315,8 +203,7 @@ class Experiment:
         }
 
     def _scoring_id(self, state: ModelState) -> dict[str, Any]:
-        models = self.config.models
-        assert models is not None
+        models = self.config.trio()
         scoring = self.config.scoring
         domain = state.role == "domain"
         kind = (models.domain_kind or models.kind) if domain else models.kind
@@ -449,122 +336,17 @@ class Experiment:
         return float(evaluate(run, split.qrels, [metric]).mean[canonical_metric(metric)])
 
     # -- planning ----------------------------------------------------------------------------
-    def _needed(self) -> Iterator[tuple[str, ModelState | None, Split | None]]:
-        """(system name, state, split) of every re-ranking the run will do; split None = not yet known."""
-        data = self.data
-        tuned = self.config.fusion.method == "tuned" and data.dev is not None
-
-        def with_weights(name: str, state: ModelState, splits: list[Split]) -> Iterator:
-            if tuned:
-                yield name, state, data.dev
-            for split in splits:
-                yield name, state, split
-
-        for system in self.config.systems:
-            if isinstance(system, FirstStageSystem):
-                continue
-            if isinstance(system, RankerSystem):
-                yield from with_weights(system.name, ModelState("ranker"), [data.test])
-            elif isinstance(system, DomainSystem):
-                yield from with_weights(system.name, ModelState("domain"), [data.test])
-            elif isinstance(system, MergeSystem):
-                state = ModelState.merged(system.alpha, system.layers, system.mode)
-                yield from with_weights(system.name, state, [data.test])
-            elif isinstance(system, SweepSystem):
-                for alpha in system.alphas:
-                    state = ModelState.merged(alpha, system.layers, system.mode)
-                    if data.dev is not None and (system.select_on == "dev" or tuned):
-                        yield system.name, state, data.dev
-                    if system.plot_test or system.select_on == "test":
-                        yield system.name, state, data.test
-                if not (system.plot_test or system.select_on == "test"):
-                    yield system.name, None, None  # the test split at the chosen α
-            elif isinstance(system, AblationSystem):
-                yield from with_weights(system.name, ModelState("ranker"), [data.test])
-                yield from with_weights(system.name, ModelState.merged(system.alpha), [data.test])
-                for mode in system.modes:
-                    for layer in ablation_layers(system, self.ckpts.depth):
-                        yield system.name, ModelState.merged(system.alpha, [layer], mode), data.test
-
     def plan(self) -> list[PlannedStep]:
         """Every cacheable step, whether it is cached, and how many pairs it scores."""
-        steps: list[PlannedStep] = []
-        splits = [self.data.test] + ([self.data.dev] if self.data.dev is not None else [])
-        fs_cached: dict[str, bool] = {}
-        for split in splits:
-            cached = self.cache.has("first-stage", self._fs_key(split))
-            fs_cached[split.role] = cached
-            steps.append(
-                PlannedStep("first-stage", f"{self.config.first_stage.kind} {split.role}", cached, None)
-            )
-        seen: set[str] = set()
-        top = self.config.scoring.top_k
-        for name, state, split in self._needed():
-            if state is None or split is None:
-                steps.append(
-                    PlannedStep(
-                        "rerank",
-                        f"{name}: test at the chosen α",
-                        None,
-                        len(self.data.test.queries) * top,
-                        False,
-                    )
-                )
-                continue
-            key = self.cache.key("rerank", self._rerank_inputs(state, split))
-            if key in seen:
-                continue
-            seen.add(key)
-            cached = self.cache.has("rerank", key)
-            if fs_cached[split.role]:
-                run = self.first_stage(split)
-                pairs, exact = sum(min(top, len(d)) for d in run.values()), True
-            else:
-                pairs, exact = len(split.queries) * top, False
-            steps.append(
-                PlannedStep(
-                    "rerank",
-                    f"{name}: {state.label()} on {split.role}",
-                    cached,
-                    0 if cached else pairs,
-                    exact,
-                )
-            )
-        return steps
+        from .plan import plan_steps
+
+        return plan_steps(self)
 
     def plan_text(self, status: str) -> str:
         """The dry-run report: systems, cache state, pairs to score."""
-        data = self.data
-        config = self.config
-        lines = [
-            f"experiment: {config.name} (fingerprint {config.fingerprint()})",
-            f"output: {self.out} ({status})",
-            f"dataset: {data.name}: {len(data.corpus)} documents; test split {data.test.label!r}: "
-            f"{len(data.test.queries)} queries"
-            + (f"; dev {data.dev.label!r}: {len(data.dev.queries)} queries" if data.dev else "; no dev set"),
-        ]
-        for role, path in self.ckpts.paths.items():
-            lines.append(f"{role}: {path} ({self.ckpts.fingerprints[role][:23]})")
-        if self.ckpts.depth is not None:
-            lines.append(f"model depth: {self.ckpts.depth} layers")
-        lines.append("systems:")
-        for system in config.systems:
-            lines.append(f"  - {system.name} ({system.type})")
-        lines.append("steps:")
-        todo = pairs = 0
-        for step in self.plan():
-            state = {True: "cached", False: "to run", None: "after dev"}[step.cached]
-            count = (
-                ""
-                if step.pairs is None or step.cached
-                else f", {'' if step.exact else '≤'}{step.pairs} pairs"
-            )
-            lines.append(f"  {state:>9}  {step.step} {step.label}{count}")
-            if not step.cached:
-                todo += 1
-                pairs += step.pairs or 0
-        lines.append(f"total: {todo} step(s) to run, ≤{pairs} pairs to score")
-        return "\n".join(lines)
+        from .plan import plan_text
+
+        return plan_text(self, status)
 
     # -- the run -----------------------------------------------------------------------------
     def _start_folder(self, status: str) -> None:
