@@ -385,3 +385,20 @@ def test_dry_run_plans_without_scoring(tmp_path, tiny_data, t5_trio, monkeypatch
     assert "(new)" in text and "model depth: 2 layers" in text
     assert "to run  rerank TA α=0.5: α=0.5 on dev, ≤40 pairs" in text  # the sweep's α=0.5 is the same step
     assert "to run  first-stage bm25 test" in text
+
+
+def test_sweep_without_test_plot_scores_test_at_the_chosen_alpha_only(
+    tmp_path, tiny_data, t5_trio, monkeypatch
+):
+    systems = [{"name": "sweep", "type": "sweep", "alphas": [0.0, 0.5, 1.0], "plot_test": False}]
+    config = make_config(tiny_data, t5_trio, tmp_path / "out", systems=systems)
+    plan = Experiment(config, progress=False)
+    plan.prepare()
+    steps = plan.plan()
+    assert [s.label for s in steps if s.cached is None] == ["sweep: test at the chosen α"]
+    counter = Counter(monkeypatch)
+    result = run_experiment(config, progress=False)
+    assert counter.reranks == 3 + 1  # every α on dev, then the chosen one on test
+    sweep = result.results["sweeps"]["sweep"]
+    best = sweep["alphas"].index(sweep["best_alpha"])
+    assert [v is not None for v in sweep["test"]] == [i == best for i in range(3)]
