@@ -102,6 +102,17 @@ def test_results_folder_holds_everything(finished):
     assert env["seed"] == config.seed
     runs = sorted(p.name for p in (out / "runs" / "test").glob("*.trec"))
     assert runs == sorted(["BM25.trec", "ranker.trec", "domain.trec", "TA_α=0.5.trec", "sweep.trec"])
+    assert sorted(p.name for p in (out / "runs" / "test" / "sweep").glob("*.trec")) == [
+        "alpha=0.5.trec",
+        "alpha=0.trec",
+        "alpha=1.trec",
+    ]
+    assert sorted(p.name for p in (out / "runs" / "test" / "ablation").glob("*.trec")) == [
+        "except-layer-0.trec",
+        "except-layer-1.trec",
+        "only-layer-0.trec",
+        "only-layer-1.trec",
+    ]
     first = (out / "runs" / "test" / "ranker.trec").read_text().splitlines()[0].split()
     assert len(first) == 6 and first[1] == "Q0" and first[3] == "1"
     metrics = json.loads((out / "metrics" / "test.json").read_text())

@@ -135,6 +135,7 @@ class Experiment:
         self._data: Data | None = None
         self._ckpts: Checkpoints | None = None
         self._device: Any = None
+        self._extra_runs: list[tuple[str, str, Run]] = []  # (system, file stem, run) of sweeps/ablations
 
     # -- preparation (no heavy work) -----------------------------------------------------
     def prepare(self) -> str:
@@ -440,7 +441,11 @@ class Experiment:
 
         from ..data import write_run
 
-        slugs = _unique_slugs([r["name"] for r in rows])
+        slugs = _unique_slugs([s.name for s in config.systems])
+        for name, stem, run in self._extra_runs:
+            write_run(
+                run, self.out / "runs" / "test" / slugs[name] / f"{stem}.trec", tag=f"{slugs[name]}.{stem}"
+            )
         per_query: dict[str, Any] = {}
         from ..evaluation import evaluate
 
@@ -517,9 +522,10 @@ class Experiment:
         for alpha in system.alphas:
             state = ModelState.merged(alpha, system.layers, system.mode)
             dev_values.append(self.measure(self.final_run(state, data.dev), data.dev) if data.dev else None)
-            test_values.append(
-                self.measure(self.final_run(state, data.test), data.test) if score_test else None
-            )
+            if score_test:
+                test_run = self.final_run(state, data.test)
+                self._extra_runs.append((system.name, f"alpha={alpha:g}", test_run))
+            test_values.append(self.measure(test_run, data.test) if score_test else None)
         chooser = dev_values if system.select_on == "dev" else test_values
         best_i = max(range(len(system.alphas)), key=lambda i: (chooser[i], -i))  # first best on ties
         best = system.alphas[best_i]
@@ -562,6 +568,7 @@ class Experiment:
             for layer in layers:
                 model_run = self.rerank(ModelState.merged(system.alpha, [layer], mode), test)
                 run = fuse(first, model_run, weights=weights) if weights else model_run
+                self._extra_runs.append((system.name, f"{mode}-layer-{layer}", run))
                 values.append(self.measure(run, test))
             result[mode] = values
         return result
