@@ -49,7 +49,7 @@ def plan_experiment(
         print(plan_experiment("configs/paper/scifact-t5-base.yaml"))
     """
     experiment = Experiment(_as_config(config), overwrite=overwrite, progress=progress)
-    status = experiment.prepare()
+    status = experiment.prepare(download=False)
     return experiment.plan_text(status)
 
 

@@ -109,7 +109,8 @@ def plan_text(exp: Experiment, status: str) -> str:
         + (f"; dev {data.dev.label!r}: {len(data.dev.queries)} queries" if data.dev else "; no dev set"),
     ]
     for role, path in exp.ckpts.paths.items():
-        lines.append(f"{role}: {path} ({exp.ckpts.fingerprints[role][:23]})")
+        where = "hub, weights not downloaded yet" if role in exp.ckpts.not_downloaded else str(path)
+        lines.append(f"{role}: {where} ({exp.ckpts.fingerprints[role][:60]})")
     if exp.ckpts.depth is not None:
         lines.append(f"model depth: {exp.ckpts.depth} layers")
     lines.append("systems:")

@@ -100,6 +100,7 @@ class Checkpoints:
     paths: dict[str, Path]
     fingerprints: dict[str, str]
     depth: int | None
+    not_downloaded: list[str] = field(default_factory=list)  # roles only looked up on the hub
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -134,18 +135,51 @@ def _roles(config: ExperimentConfig) -> list[str]:
     return roles
 
 
-def resolve_checkpoints(config: ExperimentConfig, memo: Any) -> Checkpoints:
-    """Resolve every checkpoint the systems need and check layers and scoring families."""
+def _hub_config_only(ref: str, revision: str | None) -> tuple[Path, str]:
+    """The hub snapshot folder holding just ``config.json`` (fetched or cached) and the
+    checkpoint's fingerprint ``org/name@commit``, without downloading any weights."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HFValidationError
+
+    from ..checkpoints.resolve import _in_hub_cache
+
+    try:
+        snapshot = Path(hf_hub_download(ref, "config.json", revision=revision)).parent
+    except HFValidationError as exc:
+        raise CheckpointError(
+            f"checkpoint {ref!r} is neither an existing directory nor a valid hub id"
+        ) from exc
+    except OSError as exc:  # not found, gated, offline without a cached copy, network errors
+        raise CheckpointError(
+            f"cannot find hub checkpoint {ref!r} (revision {revision or 'main'}): {exc}"
+        ) from exc
+    hub = _in_hub_cache(snapshot)
+    if hub is None:
+        raise CheckpointError(f"hub checkpoint {ref!r} resolved outside the hub cache ({snapshot})")
+    return snapshot, f"{hub[0]}@{hub[1]}"
+
+
+def resolve_checkpoints(config: ExperimentConfig, memo: Any, *, download: bool = True) -> Checkpoints:
+    """Resolve every checkpoint the systems need and check layers and scoring families.
+
+    With ``download=False`` (the dry run) a hub checkpoint is only looked up: its config is
+    fetched (or read from the cache) and its fingerprint taken from the commit, no weights move.
+    """
     from ..checkpoints import resolve_checkpoint
 
     models = config.models
     if models is None:
         return Checkpoints({}, {}, None)
     paths: dict[str, Path] = {}
+    hub_only: dict[str, str] = {}
     for role in _roles(config):
         ref = getattr(models, role)
+        revision = models.revisions.get(role)
         try:
-            paths[role] = resolve_checkpoint(ref, models.revisions.get(role))
+            if download or Path(ref).expanduser().exists() or _looks_local(ref):
+                paths[role] = resolve_checkpoint(ref, revision)
+            else:
+                paths[role], hub_only[role] = _hub_config_only(ref, revision)
         except CheckpointError as exc:
             raise CheckpointError(f"models.{role}: {exc}") from exc
     depth = None
@@ -157,8 +191,13 @@ def resolve_checkpoints(config: ExperimentConfig, memo: Any) -> Checkpoints:
     if "domain" in paths and any(s.type == "domain" for s in config.systems):
         kind = models.domain_kind or models.kind
         _check_family(kind, paths["domain"], f"models.domain {models.domain!r} (as a re-ranker)")
-    fingerprints = {role: memo.fingerprint(path) for role, path in paths.items()}
-    return Checkpoints(paths, fingerprints, depth)
+    fingerprints = {role: hub_only.get(role) or memo.fingerprint(path) for role, path in paths.items()}
+    return Checkpoints(paths, fingerprints, depth, sorted(hub_only))
+
+
+def _looks_local(ref: str) -> bool:
+    # the rule of taskrank.checkpoints.resolve_checkpoint: such a ref is a path, never a hub id
+    return ref.startswith((".", "/", "~")) or ref.count("/") > 1
 
 
 def _check_layers(config: ExperimentConfig, depth: int | None, ranker: str) -> None:

@@ -138,14 +138,15 @@ class Experiment:
         self._extra_runs: list[tuple[str, str, Run]] = []  # (system, file stem, run) of sweeps/ablations
 
     # -- preparation (no heavy work) -----------------------------------------------------
-    def prepare(self) -> str:
+    def prepare(self, *, download: bool = True) -> str:
         """Validate everything the config points at; returns the output status
-        (``new``/``resume``/``overwrite``). Raises before any model is loaded or data is scored."""
+        (``new``/``resume``/``overwrite``). Raises before any model is loaded or data is scored.
+        With ``download=False`` hub checkpoints are looked up without fetching their weights."""
         from ..rerankers.base import resolve_device
 
         status = check_output(self.config, overwrite=self.overwrite)
         self._data = load_data(self.config, progress=self.progress)
-        self._ckpts = resolve_checkpoints(self.config, self.memo)
+        self._ckpts = resolve_checkpoints(self.config, self.memo, download=download)
         self._device = resolve_device(self.config.scoring.device)
         for i, system in enumerate(self.config.systems):
             if isinstance(system, AblationSystem):
