@@ -1,0 +1,351 @@
+"""A small ranker-training helper: turn a (tiny) pretrained model into a re-ranker in seconds.
+
+Made for the offline demo and for tests, whose three checkpoints (pretrained, ranker, domain)
+must be produced locally and must not be random: :func:`train_ranker` fine-tunes θ_pretrained
+on (query, document, label) triples, :func:`taskrank.adapt.adapt` makes θ_domain.
+
+Two kinds, scored by :mod:`taskrank.rerankers` exactly as trained:
+
+* ``monot5``: a T5 encoder-decoder learns to answer ``true``/``false`` after
+  ``Query: {q} Document: {d} Relevant:`` (Nogueira et al., "Document Ranking with a Pretrained
+  Sequence-to-Sequence Model", Findings of EMNLP 2020);
+* ``cross-encoder``: an encoder with a one-logit classification head (BERT-style
+  ``ForSequenceClassification``), binary cross-entropy on the logit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .adapt.trainer import derived_seed, local_rng, resolve_device
+from .atomic import atomic_dir, check_output_dir, write_json, write_text
+from .errors import CheckpointError, ConfigError, DataError, ModelError
+
+log = logging.getLogger(__name__)
+
+#: Ranker kinds :func:`train_ranker` can make.
+KINDS = ("monot5", "cross-encoder")
+MONOT5_TEMPLATE = "Query: {query} Document: {document} Relevant:"
+
+Example = tuple[str, str, int]
+
+
+@dataclass
+class RankerSettings:
+    """Hyperparameters of :func:`train_ranker` (validated on construction)."""
+
+    kind: str = "monot5"
+    steps: int = 150
+    lr: float = 3e-3
+    batch_size: int = 32
+    max_length: int = 128
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+    true_token: str = "▁true"
+    false_token: str = "▁false"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown ranker kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        for key in ("steps", "batch_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        if not isinstance(self.max_length, int) or self.max_length < 8:
+            raise ConfigError(f"max_length must be an integer of at least 8, got {self.max_length!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0.0 < self.lr <= 1.0):
+            raise ConfigError(f"lr must be a number in (0, 1], got {self.lr!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+
+def _check_examples(examples: Sequence[Example]) -> list[Example]:
+    checked: list[Example] = []
+    for i, item in enumerate(examples):
+        if not isinstance(item, (tuple, list)) or len(item) != 3:
+            raise DataError(f"training example {i} must be a (query, document, label) triple, got {item!r}")
+        query, document, label = item
+        if not isinstance(query, str) or not query.strip():
+            raise DataError(f"training example {i} has an empty or non-string query: {query!r}")
+        if not isinstance(document, str) or not document.strip():
+            raise DataError(f"training example {i} has an empty or non-string document: {document!r}")
+        if isinstance(label, bool) or label not in (0, 1):
+            raise DataError(f"training example {i} has label {label!r}; labels are 0 (not relevant) or 1")
+        checked.append((query, document, int(label)))
+    if not checked:
+        raise DataError("no training examples given")
+    labels = {label for _, _, label in checked}
+    if labels != {0, 1}:
+        raise DataError(
+            f"training examples need both labels 0 and 1; all {len(checked)} have label {labels.pop()}"
+        )
+    return checked
+
+
+def examples_from_qrels(
+    corpus: Mapping[str, Mapping[str, str]],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    negatives: int = 1,
+    seed: int = 0,
+) -> list[Example]:
+    """Training triples from judged data: each relevant (grade > 0) pair with label 1, plus
+    ``negatives`` random documents not judged relevant to that query, with label 0.
+
+    >>> corpus = {"d1": {"title": "", "text": "cells"}, "d2": {"title": "", "text": "courts"}}
+    >>> examples_from_qrels(corpus, {"q": "cell"}, {"q": {"d1": 1}})
+    [('cell', 'cells', 1), ('cell', 'courts', 0)]
+    """
+    from .data import doc_text
+
+    if negatives < 0:
+        raise ConfigError(f"negatives must be non-negative, got {negatives}")
+    rng = random.Random(seed)
+    doc_ids = sorted(corpus)
+    examples: list[Example] = []
+    for qid in sorted(qrels):
+        if qid not in queries:
+            raise DataError(f"qrels name query {qid!r}, which is not among the queries")
+        relevant = {d for d, grade in qrels[qid].items() if grade > 0}
+        pool = [d for d in doc_ids if d not in relevant]
+        for did in sorted(relevant):
+            if did not in corpus:
+                raise DataError(f"qrels of query {qid!r} name document {did!r}, which is not in the corpus")
+            examples.append((queries[qid], doc_text(corpus[did]), 1))
+            for neg in rng.sample(pool, min(negatives, len(pool))):
+                examples.append((queries[qid], doc_text(corpus[neg]), 0))
+    return examples
+
+
+def _grouped_stream(data: Sequence[Example], seed: int) -> Iterator[Example]:
+    """Examples epoch after epoch, the queries in a fresh seeded order each epoch and each query's
+    examples kept together, so a batch compares documents of the same query (which a pointwise
+    loss on a tiny random model learns from far sooner than from scattered examples)."""
+    groups: dict[str, list[Example]] = {}
+    for example in data:
+        groups.setdefault(example[0], []).append(example)
+    keys = list(groups)
+    for epoch in itertools.count():
+        for g in np.random.default_rng([seed, epoch]).permutation(len(keys)):
+            yield from groups[keys[g]]
+
+
+def _model_for(kind: str, pretrained: str | os.PathLike[str], seed: int) -> tuple[Any, Any]:
+    """Load the model to fine-tune and its tokenizer, checking the architecture suits ``kind``."""
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    from .adapt.objectives import SPAN_CORRUPTION_MODEL_TYPES
+
+    try:
+        config = AutoConfig.from_pretrained(pretrained)
+        tokenizer = AutoTokenizer.from_pretrained(pretrained)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load the config and tokenizer of {pretrained}: {exc}") from exc
+    archs = ", ".join(getattr(config, "architectures", None) or []) or "(none recorded)"
+    if kind == "monot5":
+        if not (config.is_encoder_decoder and config.model_type in SPAN_CORRUPTION_MODEL_TYPES):
+            raise ModelError(
+                f"kind monot5 needs a T5-family encoder-decoder; {pretrained} has architecture {archs} "
+                f"(model_type {config.model_type!r})"
+            )
+        cls, kwargs = transformers.AutoModelForSeq2SeqLM, {}
+    else:
+        if (
+            config.is_encoder_decoder
+            or config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+        ):
+            raise ModelError(
+                f"kind cross-encoder needs an encoder with a sequence-classification head; {pretrained} has "
+                f"architecture {archs} (model_type {config.model_type!r})"
+            )
+        cls, kwargs = transformers.AutoModelForSequenceClassification, {"num_labels": 1}
+    torch.manual_seed(derived_seed(seed, 0x5EED))  # the new head, if any, is seeded (inside local_rng)
+    try:
+        model = cls.from_pretrained(pretrained, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load {pretrained} as a {kind} ranker: {exc}") from exc
+    return model, tokenizer
+
+
+def _token_id(tokenizer: Any, token: str, option: str) -> int:
+    vocab = tokenizer.get_vocab()
+    if token not in vocab:
+        raise ModelError(
+            f"{option} {token!r} is not in the tokenizer's vocabulary (monoT5 uses '▁true'/'▁false')"
+        )
+    return int(vocab[token])
+
+
+def train_ranker(
+    pretrained: str | os.PathLike[str],
+    examples: Sequence[Example],
+    out: str | os.PathLike[str],
+    *,
+    kind: str = "monot5",
+    steps: int = 150,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    max_length: int = 128,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    true_token: str = "▁true",
+    false_token: str = "▁false",
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Fine-tune ``pretrained`` into a re-ranker on (query, document, label) triples; save it to ``out``.
+
+    ``kind="monot5"`` trains a T5 model to generate ``true``/``false`` (``true_token`` /
+    ``false_token``) after ``Query: {q} Document: {d} Relevant:``; ``kind="cross-encoder"``
+    puts a one-logit classification head on an encoder and trains it with binary
+    cross-entropy. The result loads with ``taskrank.rerankers.load_reranker(out, kind)``.
+    Seeded and deterministic on CPU; the defaults suit the tiny models of
+    :mod:`taskrank.tiny` (a real model wants a smaller ``lr``, such as 3e-5).
+
+    Labels are 0 or 1, and both must occur. ``out`` is written atomically with a README.md
+    card and ``training.json``.
+
+    Example::
+
+        from taskrank.tiny import build_tiny
+        base = build_tiny("T5ForConditionalGeneration", "demo/pretrained", words=["cell", "court"])
+        train_ranker(base, [("cell", "the cell", 1), ("cell", "the court", 0)], "demo/ranker")
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from transformers import get_constant_schedule_with_warmup
+
+    settings = RankerSettings(
+        kind=kind, steps=steps, lr=lr, batch_size=batch_size, max_length=max_length,
+        warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed, true_token=true_token,
+        false_token=false_token,
+    )  # fmt: skip
+    out = Path(out)
+    check_output_dir(out, overwrite)
+    data = _check_examples(examples)
+    torch_device = resolve_device(device)
+    with local_rng(torch_device):
+        model, tokenizer = _model_for(kind, pretrained, seed)
+        if kind == "monot5":
+            target = [
+                _token_id(tokenizer, true_token, "true_token"),
+                _token_id(tokenizer, false_token, "false_token"),
+            ]
+        model.to(torch_device)
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        scheduler = get_constant_schedule_with_warmup(optimizer, round(warmup_ratio * steps))
+        stream = _grouped_stream(data, seed)
+        losses: list[float] = []
+        columns = (
+            TextColumn(f"train {kind}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+        )
+        with Progress(*columns, disable=not progress) as bar:
+            task = bar.add_task("train", total=steps, loss="-")
+            for step in range(steps):
+                batch = [next(stream) for _ in range(batch_size)]
+                labels = torch.tensor([label for _, _, label in batch], device=torch_device)
+                if kind == "monot5":
+                    texts = [MONOT5_TEMPLATE.format(query=q, document=d) for q, d, _ in batch]
+                    enc = tokenizer(
+                        texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+                    )
+                    # target "true</s>" or "false</s>"; the score reads the first decoder step
+                    first = torch.tensor(target, device=torch_device)[1 - labels]
+                    eos = torch.full_like(first, tokenizer.eos_token_id)
+                    enc = {k: v.to(torch_device) for k, v in enc.items()}
+                    torch.manual_seed(derived_seed(seed, step))
+                    loss = model(**enc, labels=torch.stack([first, eos], dim=1)).loss
+                else:
+                    enc = tokenizer(
+                        [q for q, _, _ in batch],
+                        [d for _, d, _ in batch],
+                        truncation="only_second",
+                        max_length=max_length,
+                        padding=True,
+                        return_tensors="pt",
+                    )
+                    enc = {k: v.to(torch_device) for k, v in enc.items()}
+                    torch.manual_seed(derived_seed(seed, step))
+                    logits = model(**enc).logits[:, 0]
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+                if not torch.isfinite(loss):
+                    raise ModelError(
+                        f"the training loss became {loss.item()} at step {step + 1}; lower lr ({lr})"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
+
+    from .adapt.trainer import _versions
+
+    positives = sum(label for _, _, label in data)
+    tail = losses[-10:]
+    record = {
+        "pretrained": str(pretrained),
+        "kind": kind,
+        "settings": asdict(settings),
+        "examples": len(data),
+        "positives": positives,
+        "final_loss": float(np.mean(tail)),
+        "losses": losses,
+        "versions": _versions(),
+    }
+    model.eval()
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "training.json", record)
+        write_text(tmp / "README.md", _card(record))
+    log.info("%s ranker written to %s (final loss %.4f)", kind, out, record["final_loss"])
+    return out
+
+
+def _card(record: dict[str, Any]) -> str:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in record["settings"].items())
+    return f"""---
+base_model: {record["pretrained"]}
+library_name: transformers
+tags:
+- taskrank
+- reranker
+- {record["kind"]}
+---
+
+# A {record["kind"]} re-ranker made by `taskrank.training.train_ranker`
+
+Fine-tuned from `{record["pretrained"]}` on {record["examples"]} (query, document, label) triples
+({record["positives"]} relevant). Final loss (mean of the last 10 steps): {record["final_loss"]:.4f}.
+Load it with `taskrank.rerankers.load_reranker(path, "{record["kind"]}")`.
+
+| setting | value |
+|---|---|
+{rows}
+
+Versions: {", ".join(f"{k} {v}" for k, v in record["versions"].items())}.
+"""
