@@ -152,14 +152,14 @@ def interleaved(
     chunk: int,
     device,
     rounds: int = 1,
-) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, list[float]]]:
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, np.ndarray]]:
     """Run every method on every chunk of queries (``rounds`` times over), rotating which
-    method goes first; sum the times. Scores are kept from the first round."""
+    method goes first. Returns per-method lists of per-chunk wall and process-CPU seconds,
+    and the scores of the first round."""
     import torch
 
     names = list(methods)
-    totals = dict.fromkeys(names, 0.0)
-    chunk_times: dict[str, list[float]] = {n: [] for n in names}
+    times: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
     scores: dict[str, list[np.ndarray]] = {n: [] for n in names}
     # warm-up (untimed): on a GPU a whole chunk, so that module loading and kernel selection for
     # every shape stay out of the numbers; on a CPU a few pairs suffice
@@ -173,42 +173,48 @@ def interleaved(
         for name in order:
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             result = methods[name](part)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            elapsed = time.perf_counter() - start
-            totals[name] += elapsed
-            chunk_times[name].append(elapsed)
+            times[name]["wall"].append(time.perf_counter() - wall)
+            times[name]["cpu"].append(time.process_time() - cpu)
             if index < n_first:
                 scores[name].append(np.asarray(result, dtype=np.float64))
         logging.info(
-            "chunk %d/%d: %s", index + 1, len(chunks), {n: round(chunk_times[n][-1], 2) for n in names}
+            "chunk %d/%d wall s: %s",
+            index + 1,
+            len(chunks),
+            {n: round(times[n]["wall"][-1], 2) for n in names},
         )
-    return totals, {n: np.concatenate(v) for n, v in scores.items()}, chunk_times
+    return times, {n: np.concatenate(v) for n, v in scores.items()}
 
 
-def report(
-    title: str, n_pairs: int, totals: dict[str, float], scores: dict[str, np.ndarray], chunks, tol: float
-) -> dict:
-    ours = totals["taskrank"]
+def report(title: str, n_pairs: int, times: dict, scores: dict[str, np.ndarray], tol: float) -> dict:
+    """Print a Markdown table; speed-ups are the other method's time over taskrank's."""
+    ours = times["taskrank"]
     lines = [f"### {title}: {n_pairs} pairs", ""]
     lines.append(
-        "| method | seconds | pairs/s | taskrank speed-up | per-chunk speed-up | max abs score diff |"
+        "| method | wall s | pairs/s | speed-up (wall) | median per-chunk speed-up | CPU s | speed-up (CPU) "
+        "| max abs score diff |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|")
-    out = {"pairs": n_pairs, "methods": {}}
-    for name, seconds in totals.items():
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    out: dict = {"pairs": n_pairs, "methods": {}}
+    for name, t in times.items():
+        wall, cpu = sum(t["wall"]), sum(t["cpu"])
         diff = float(np.max(np.abs(scores[name] - scores["taskrank"])))
-        per_chunk = [c / o for c, o in zip(chunks[name], chunks["taskrank"], strict=True)]
-        speedup = seconds / ours
-        span = f"{min(per_chunk):.2f}–{max(per_chunk):.2f}" if name != "taskrank" else "—"
+        per_chunk = float(np.median(np.array(t["wall"]) / np.array(ours["wall"])))
+        speed_wall, speed_cpu = wall / sum(ours["wall"]), cpu / sum(ours["cpu"])
+        mine = name == "taskrank"
         lines.append(
-            f"| {name} | {seconds:.1f} | {n_pairs / seconds:.1f} | "
-            f"{'—' if name == 'taskrank' else f'{speedup:.2f}×'} | {span} | {diff:.2e} |"
+            f"| {name} | {wall:.1f} | {n_pairs / wall:.1f} | {'—' if mine else f'{speed_wall:.2f}×'} | "
+            f"{'—' if mine else f'{per_chunk:.2f}×'} | {cpu:.1f} | {'—' if mine else f'{speed_cpu:.2f}×'} | "
+            f"{diff:.2e} |"
         )
         out["methods"][name] = {
-            "seconds": seconds, "pairs_per_s": n_pairs / seconds, "speedup": speedup, "max_abs_diff": diff,
+            "wall_s": wall, "cpu_s": cpu, "pairs_per_s": n_pairs / wall, "speedup_wall": speed_wall,
+            "speedup_cpu": speed_cpu, "median_chunk_speedup": per_chunk, "max_abs_diff": diff,
+            "chunks_wall_s": t["wall"], "chunks_cpu_s": t["cpu"],
         }  # fmt: skip
     agree = all(v["max_abs_diff"] <= tol for v in out["methods"].values())
     lines.append("")
@@ -302,9 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 show_progress_bar=False,
             ),
         }
-        totals, scores, chunks = interleaved(methods, groups, args.chunk, device, args.rounds)
+        times, scores = interleaved(methods, groups, args.chunk, device, args.rounds)
         n = len(lengths) * args.rounds
-        results["cross-encoder"] = report("cross-encoder (MiniLM-L6)", n, totals, scores, chunks, tol)
+        results["cross-encoder"] = report("cross-encoder (MiniLM-L6)", n, times, scores, tol)
         del ours, st, methods
 
     if "monot5" not in args.skip:
@@ -336,8 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         n = sum(len(g) for g in groups) * args.rounds
         chunk = args.t5_chunk or len(groups)
-        totals, scores, chunks = interleaved(methods, groups, chunk, device, args.rounds)
-        results["monot5"] = report("monoT5-base shape (random weights)", n, totals, scores, chunks, tol)
+        times, scores = interleaved(methods, groups, chunk, device, args.rounds)
+        results["monot5"] = report("monoT5-base shape (random weights)", n, times, scores, tol)
 
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError, ModelError
+from . import base
 from .base import (
     Packed,
     Reranker,
@@ -109,8 +111,6 @@ def load_reranker(
             f"model must be a path, a hub id or a transformers model, got {type(model).__name__}"
         )
 
-    from . import base
-
     source = resolve_source(model)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -126,7 +126,7 @@ def load_reranker(
     try:
         loaded = auto.from_pretrained(location, dtype=torch_dtype or torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise base.CheckpointError(f"cannot load {kind} model from {source.label}: {exc}") from exc
+        raise CheckpointError(f"cannot load {kind} model from {source.label}: {exc}") from exc
     loaded.to(torch_device).eval()
     tok = base.load_tokenizer(tokenizer if tokenizer is not None else location, source.label)
     logger.info("loaded %s re-ranker %s on %s (%s)", kind, source.label, torch_device, loaded.dtype)
@@ -153,11 +153,9 @@ def _from_memory(
     max_tokens: int | None,
     options: dict[str, Any],
 ) -> Reranker:
-    from . import base
-
     config = getattr(model, "config", None)
     if config is None:
-        raise base.ModelError(f"{type(model).__name__} has no .config; pass a transformers model")
+        raise ModelError(f"{type(model).__name__} has no .config; pass a transformers model")
     label = f"<{type(model).__name__} in memory>"
     cls.check_family([type(model).__name__], config, label)
     _check_positions(config, max_length, label)
@@ -176,7 +174,7 @@ def _from_memory(
         model.to(dtype=torch_dtype)
     model.to(torch_device).eval()
     name = getattr(config, "_name_or_path", "") or ""
-    folder = base.Source(name, base.Path(name)) if name and base.Path(name).is_dir() else None
+    folder = base.Source(name, Path(name)) if name and Path(name).is_dir() else None
     options = cls.prepare_options(folder, dict(options))
     options.pop("_model_location", None)
     return cls(
