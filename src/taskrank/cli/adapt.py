@@ -1,0 +1,79 @@
+"""``taskrank adapt``: continue pre-training θ_pretrained on a target corpus to make θ_domain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+
+def adapt_command(
+    pretrained: str = typer.Option(..., "--pretrained", "-p", help="θ_pretrained: directory or hub id."),
+    corpus: list[Path] = typer.Option(
+        ...,
+        "--corpus",
+        "-c",
+        help="BEIR corpus.jsonl or folder, JSONL of {'text': ...}, .txt files or a folder (repeatable).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output checkpoint directory (written when training ends)."
+    ),
+    steps: int = typer.Option(200, "--steps", help="Optimizer steps."),
+    lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate of AdamW (linear warm-up and decay)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Windows per micro-batch."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
+    max_length: int = typer.Option(
+        128, "--max-length", help="Tokens per training window, special tokens included."
+    ),
+    warmup_ratio: float = typer.Option(0.1, "--warmup-ratio", help="Share of the steps spent warming up."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice (data order, masking, dropout)."),
+    save_every: int = typer.Option(
+        100, "--save-every", help="Checkpoint every N steps into OUT.partial/ (0: never)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the newest checkpoint in OUT.partial/."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT and discard an interrupted run."),
+    skip_empty: bool = typer.Option(
+        False, "--skip-empty", help="Skip documents with no text instead of failing."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps."),
+    dtype: str = typer.Option(
+        "auto", "--dtype", help="auto (bfloat16 on a capable GPU) | float32 | bfloat16."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Make a domain checkpoint from an unlabeled corpus (MLM, T5 span corruption or next-token LM)."""
+    from ..adapt import adapt
+
+    result = adapt(
+        pretrained,
+        corpus,
+        out,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_length=max_length,
+        warmup_ratio=warmup_ratio,
+        seed=seed,
+        save_every=save_every,
+        device=device,
+        dtype=dtype,
+        skip_empty=skip_empty,
+        overwrite=overwrite,
+        resume=resume,
+        progress=not quiet,
+    )
+    if not quiet:
+        Console().print(
+            f"{result.objective} on {result.corpus_docs} documents ({result.examples} windows), "
+            f"{result.steps} steps, final loss {result.final_loss:.4f}\n"
+            f"wrote {result.path} (use it as --domain of taskrank merge)",
+            highlight=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("adapt")(adapt_command)
