@@ -262,7 +262,13 @@ def test_dump_round_trips():
 
 def test_fingerprint_ignores_output_and_device_but_not_alpha():
     config = parse_config(BASE)
-    moved = parse_config(cfg(output="elsewhere", scoring={"device": "cpu", "batch_size": 3}))
+    moved = parse_config(
+        cfg(
+            output="elsewhere",
+            scoring={"device": "cpu", "batch_size": 3},
+            report={"latex": True, "plots": False},
+        )
+    )
     assert moved.fingerprint() == config.fingerprint()
     data = cfg()
     data["systems"][2]["alpha"] = 0.6

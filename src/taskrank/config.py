@@ -227,7 +227,9 @@ class SignificanceConfig(_Strict):
 class ReportConfig(_Strict):
     """What the report shows."""
 
-    primary_metric: str = Field("ndcg@10", description="metric of the α and ablation plots")
+    primary_metric: str = Field(
+        "ndcg@10", description="metric that picks a sweep's best α, and of the α and ablation plots"
+    )
     plots: bool = Field(True, description="draw the PNG plots")
     latex: bool = Field(False, description="also write report.tex")
 
@@ -469,6 +471,8 @@ class ExperimentConfig(_Strict):
         data = self.model_dump(mode="json", exclude={"output", "cache_dir", "description"})
         data["scoring"].pop("batch_size", None)
         data["scoring"].pop("device", None)
+        data["report"].pop("plots", None)
+        data["report"].pop("latex", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
