@@ -356,11 +356,12 @@ class Experiment:
             clear_output(self.config)
         self.out.mkdir(parents=True, exist_ok=True)
         self.memo.flush()
-        write_text(self.out / "config.yaml", dump_config(self.config))
+        # the marker first: a run killed right after it is still recognised and resumed
         write_json(
             self.out / EXPERIMENT_FILE,
             {"name": self.config.name, "fingerprint": self.config.fingerprint()},
         )
+        write_text(self.out / "config.yaml", dump_config(self.config))
 
     def run(self) -> ExperimentResult:
         """Run the experiment, resuming from the cache, and write the results folder."""
