@@ -130,6 +130,7 @@ class Experiment:
         self.notes: list[str] = []
         self.pairs_scored = 0
         self._fs: dict[str, tuple[Run, str]] = {}
+        self._fs_keys: dict[str, str] = {}
         self._weights: dict[ModelState, tuple[tuple[float, float] | None, str]] = {}
         self._pool: ModelPool | None = None
         self._data: Data | None = None
@@ -185,7 +186,9 @@ class Experiment:
         return {"run": digest(run), "queries": split.digest, "k": fs.k}
 
     def _fs_key(self, split: Split) -> str:
-        return self.cache.key("first-stage", self._fs_inputs(split))
+        if split.role not in self._fs_keys:  # computed once: a run file is read and hashed once
+            self._fs_keys[split.role] = self.cache.key("first-stage", self._fs_inputs(split))
+        return self._fs_keys[split.role]
 
     def _model_id(self, state: ModelState) -> dict[str, Any]:
         fp = self.ckpts.fingerprints
@@ -250,7 +253,7 @@ class Experiment:
             return self._fs[split.role][0]
         fs = self.config.first_stage
         inputs = self._fs_inputs(split)
-        key = self.cache.key("first-stage", inputs)
+        key = self._fs_key(split)
         run = self.cache.get("first-stage", key)
         if run is None:
             if fs.kind == "bm25":
