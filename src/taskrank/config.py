@@ -378,7 +378,7 @@ class ExperimentConfig(_Strict):
     description: str = Field("", description="free text copied into the report")
     output: str = Field(description="results folder")
     cache_dir: str | None = Field(None, description="step cache (default: <output>/cache)")
-    seed: int = Field(42, description="seed of every random step (significance tests, sampling)")
+    seed: int = Field(42, description="seed of the randomised significance test (Fisher)")
     dataset: DatasetConfig
     first_stage: FirstStageConfig = Field(default_factory=FirstStageConfig)  # type: ignore[arg-type]
     models: ModelsConfig | None = Field(None, description="required when a system re-ranks")
