@@ -281,3 +281,20 @@ def test_long_documents_are_cut_into_windows(tmp_path: Path, bert_trio: dict[str
     assert result.corpus_docs == 1
     assert result.examples == math.ceil(120 / 30)  # 30 tokens + [CLS] + [SEP] per window
     shutil.rmtree(tmp_path / "out")
+
+
+def test_progress_bar_shows_the_loss_and_can_be_turned_off(
+    tmp_path: Path, t5_trio: dict[str, Path], corpus: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from transformers.utils import logging as hf_logging
+
+    opts = {"steps": 2, "batch_size": 2, "max_length": 16}
+    shown = adapt(t5_trio["pretrained"], corpus, tmp_path / "a", progress=True, **opts)
+    printed = capsys.readouterr()
+    assert f"loss {shown.losses[-1]:.4f}" in printed.out + printed.err
+    assert "2/2" in printed.out + printed.err
+    assert hf_logging.is_progress_bar_enabled()
+    adapt(t5_trio["pretrained"], corpus, tmp_path / "b", progress=False, **opts)
+    printed = capsys.readouterr()
+    assert "loss" not in printed.out + printed.err and "Loading weights" not in printed.err
+    assert hf_logging.is_progress_bar_enabled()  # the global switch is put back

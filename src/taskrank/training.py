@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .adapt.trainer import derived_seed, local_rng, resolve_device
+from .adapt.trainer import derived_seed, follows_progress, local_rng, resolve_device
 from .atomic import atomic_dir, check_output_dir, write_json, write_text
 from .errors import CheckpointError, ConfigError, DataError, ModelError
 
@@ -193,6 +193,7 @@ def _token_id(tokenizer: Any, token: str, option: str) -> int:
     return int(vocab[token])
 
 
+@follows_progress
 def train_ranker(
     pretrained: str | os.PathLike[str],
     examples: Sequence[Example],

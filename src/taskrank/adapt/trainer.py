@@ -10,6 +10,8 @@ and scheduler states and the step number.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import math
 import os
@@ -17,7 +19,7 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from .corpus import CorpusTexts, PathLike, read_corpus
 from .objectives import OBJECTIVES, detect_objective, make_batcher, special_affixes
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 STATE_FILE = "trainer_state.json"
 DTYPES = ("auto", "float32", "bfloat16")
@@ -147,6 +150,36 @@ def local_rng(device: torch.device) -> Iterator[None]:
     devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         yield
+
+
+@contextlib.contextmanager
+def hf_progress_bars(enabled: bool) -> Iterator[None]:
+    """Hide transformers' own progress bars (loading, writing shards) inside a block when ``enabled``
+    is false, and put the switch back as it was afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if was and not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not enabled:
+            hf_logging.enable_progress_bar()
+
+
+def follows_progress(fn: F) -> F:
+    """Decorate a function with a ``progress`` argument so that transformers' bars follow it too."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        with hf_progress_bars(bool(bound.arguments["progress"])):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def derived_seed(*parts: int) -> int:
@@ -304,6 +337,7 @@ def _float_dtype_of(config: Any) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
 
 
+@follows_progress
 def adapt(
     pretrained: str | os.PathLike[str],
     corpus: PathLike | Sequence[PathLike] | CorpusTexts,
