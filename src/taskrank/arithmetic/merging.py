@@ -193,17 +193,19 @@ def merge(
     items, vector_only = _plan(base, scaled, selection, out_dtype)
 
     inputs: dict[str, Any] = {}
-    hashing = ThreadPoolExecutor(max_workers=1)
-    futures: dict[str, Future[dict[str, Any]]] = {"ranker": hashing.submit(base.provenance)}
+    # Provenance (sha256 of local inputs) is taken after the streaming pass, which feeds the
+    # digests from its own reads: the inputs are not read a second time.
+    roles_of: dict[str, Any] = {"ranker": base}
     if domain is not None and pretrained is not None and len(vector.terms) == 1:
-        futures["domain"] = hashing.submit(vector.terms[0].finetuned.provenance)
-        futures["pretrained"] = hashing.submit(vector.terms[0].pretrained.provenance)
+        roles_of.update(domain=vector.terms[0].finetuned, pretrained=vector.terms[0].pretrained)
     else:
         for i, (_, ft, pre) in enumerate(vector.inputs()):
-            futures[f"finetuned[{i}]"] = hashing.submit(ft.provenance)
-            futures[f"pretrained[{i}]"] = hashing.submit(pre.provenance)
+            roles_of.update({f"finetuned[{i}]": ft, f"pretrained[{i}]": pre})
 
-    roles = ("domain", "pretrained") if "domain" in futures else ()
+    def provenance() -> dict[str, Any]:
+        return {role: src.provenance() for role, src in roles_of.items()}
+
+    roles = ("domain", "pretrained") if "domain" in roles_of else ()
     recipe = (
         f"θ_ranker + {a:g}·[{vector.describe(roles)}]" if roles else f"θ_ranker + {a:g}·[{vector.describe()}]"
     )
@@ -248,7 +250,7 @@ def merge(
         if out is None:
             state: dict[str, torch.Tensor] = {}
             run(lambda item, tensor: state.__setitem__(item.name, tensor))
-            report.inputs.update({k: f.result() for k, f in futures.items()})
+            report.inputs.update(provenance())
             return MergeResult(report=report, state_dict=state)
 
         base_dir = getattr(base, "path", None)
@@ -264,13 +266,12 @@ def merge(
             if base_dir is not None:
                 copy_non_weight_files(Path(base_dir), tmp)
                 _set_config_dtype(tmp / "config.json", out_dtype)
-            report.inputs.update({k: f.result() for k, f in futures.items()})
+            report.inputs.update(provenance())
             (tmp / "README.md").write_text(report.to_markdown(), encoding="utf-8")
             (tmp / "taskrank_merge.json").write_text(_json(report.to_dict()), encoding="utf-8")
         log.info("%s", report.summary())
         return MergeResult(report=report, path=Path(out))
     finally:
-        hashing.shutdown(wait=True)
         for src in {id(s): s for s in (base, *[x for _, f, p in vector.inputs() for x in (f, p)])}.values():
             if isinstance(src, Checkpoint):
                 src.close()

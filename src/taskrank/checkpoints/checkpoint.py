@@ -74,6 +74,12 @@ _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 _HASH_LOCK = threading.Lock()
 
 
+def _cached_sha256(file: Path) -> str | None:
+    st = file.stat()
+    with _HASH_LOCK:
+        return _HASH_CACHE.get((str(file.resolve()), st.st_size, st.st_mtime_ns))
+
+
 def sha256_file(file: Path, chunk: int = 8 * 1024 * 1024) -> str:
     """sha256 of a file, memoised per (path, size, mtime)."""
     st = file.stat()
@@ -89,6 +95,34 @@ def sha256_file(file: Path, chunk: int = 8 * 1024 * 1024) -> str:
     with _HASH_LOCK:
         _HASH_CACHE[key] = value
     return value
+
+
+class _StreamingHash:
+    """sha256 of a file computed from the reads a merge makes anyway: while tensors are read
+    in on-disk order, their bytes feed the digest, and only what was skipped is read again."""
+
+    def __init__(self, file: Path, data_start: int) -> None:
+        self.file = file
+        self.digest = hashlib.sha256()
+        with open(file, "rb") as handle:
+            self.digest.update(handle.read(data_start))
+        self.pos = data_start
+
+    def feed(self, begin: int, end: int, data: bytearray) -> None:
+        if begin == self.pos:
+            self.digest.update(data)
+            self.pos = end
+
+    def finish(self, chunk: int = 8 * 1024 * 1024) -> str:
+        with open(self.file, "rb") as handle:
+            handle.seek(self.pos)
+            while block := handle.read(chunk):
+                self.digest.update(block)
+        st = self.file.stat()
+        value = self.digest.hexdigest()
+        with _HASH_LOCK:
+            _HASH_CACHE[(str(self.file.resolve()), st.st_size, st.st_mtime_ns)] = value
+        return value
 
 
 class Checkpoint:
@@ -116,6 +150,7 @@ class Checkpoint:
         self._bin_map: dict[str, Path] = {}
         self._bin_cache: tuple[Path, dict[str, torch.Tensor]] | None = None
         self._handles: dict[Path, BinaryIO] = {}
+        self._hashes: dict[Path, _StreamingHash] = {}
         self.weight_files = self._discover()
 
     def __repr__(self) -> str:
@@ -225,7 +260,13 @@ class Checkpoint:
                 except OSError as exc:
                     raise CheckpointError(f"cannot open {entry.file}: {exc}") from exc
                 self._handles[entry.file] = handle
-            return _read_entry(handle, entry)
+                if _cached_sha256(entry.file) is None:
+                    start = min(e.begin for e in self._entries.values() if e.file == entry.file)
+                    self._hashes[entry.file] = _StreamingHash(entry.file, start)
+            stream = self._hashes.get(entry.file)
+            if stream is None or entry.begin != stream.pos:
+                return _read_entry(handle, entry)
+            return _read_entry(handle, entry, lambda data: stream.feed(entry.begin, entry.end, data))
         file = self._bin_map[key]
         if self._bin_cache is None or self._bin_cache[0] != file:
             self._bin_cache = None  # drop the previous shard before mapping the next
@@ -245,13 +286,20 @@ class Checkpoint:
         self.close()
 
     # -- identity
+    def _file_sha256(self, file: Path) -> str:
+        stream = self._hashes.pop(file, None)
+        if stream is not None:
+            return stream.finish()
+        return sha256_file(file)
+
     def sha256(self) -> str:
-        """sha256 over the weight files (each file's sha256, in name order)."""
+        """sha256 over the weight files (each file's sha256, in name order). Files read in
+        on-disk order by an earlier merge are hashed from those reads, without reading twice."""
         if len(self.weight_files) == 1:
-            return sha256_file(self.weight_files[0])
+            return self._file_sha256(self.weight_files[0])
         digest = hashlib.sha256()
         for f in self.weight_files:
-            digest.update(f"{f.name}:{sha256_file(f)}\n".encode())
+            digest.update(f"{f.name}:{self._file_sha256(f)}\n".encode())
         return digest.hexdigest()
 
     def provenance(self, with_hash: bool = True) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import contextlib
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -99,7 +99,9 @@ def _read_safetensors_header(file: Path) -> tuple[dict[str, _Entry], dict[str, s
     return entries, metadata
 
 
-def _read_entry(handle: BinaryIO, entry: _Entry) -> torch.Tensor:
+def _read_entry(
+    handle: BinaryIO, entry: _Entry, on_bytes: Callable[[bytearray], None] | None = None
+) -> torch.Tensor:
     n = entry.end - entry.begin
     if n == 0:
         return torch.empty(entry.shape, dtype=entry.dtype)
@@ -108,6 +110,8 @@ def _read_entry(handle: BinaryIO, entry: _Entry) -> torch.Tensor:
     got = handle.readinto(buf)
     if got != n:
         raise CheckpointError(f"truncated safetensors file {entry.file}: expected {n} bytes, read {got}")
+    if on_bytes is not None:
+        on_bytes(buf)
     return torch.frombuffer(buf, dtype=entry.dtype).reshape(entry.shape)
 
 
