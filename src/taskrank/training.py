@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Ranker kinds :func:`train_ranker` can make.
 KINDS = ("monot5", "cross-encoder")
-MONOT5_TEMPLATE = "Query: {query} Document: {document} Relevant:"
 
 Example = tuple[str, str, int]
 
@@ -132,13 +131,13 @@ def examples_from_qrels(
     return examples
 
 
-def _grouped_stream(data: Sequence[Example], seed: int) -> Iterator[Example]:
-    """Examples epoch after epoch, the queries in a fresh seeded order each epoch and each query's
-    examples kept together, so a batch compares documents of the same query (which a pointwise
-    loss on a tiny random model learns from far sooner than from scattered examples)."""
-    groups: dict[str, list[Example]] = {}
-    for example in data:
-        groups.setdefault(example[0], []).append(example)
+def _grouped_stream(data: Sequence[Example], seed: int) -> Iterator[int]:
+    """Example indices epoch after epoch, the queries in a fresh seeded order each epoch and each
+    query's examples kept together, so a batch compares documents of the same query (which a
+    pointwise loss on a tiny random model learns from far sooner than from scattered examples)."""
+    groups: dict[str, list[int]] = {}
+    for index, example in enumerate(data):
+        groups.setdefault(example[0], []).append(index)
     keys = list(groups)
     for epoch in itertools.count():
         for g in np.random.default_rng([seed, epoch]).permutation(len(keys)):
@@ -251,6 +250,17 @@ def train_ranker(
                 _token_id(tokenizer, false_token, "false_token"),
             ]
         model.to(torch_device)
+        # Inputs are built by the re-ranker that will score this model, so that training sees
+        # exactly the token sequences inference does (template, truncation, special tokens).
+        from .rerankers import load_reranker
+
+        options = {"true_token": true_token, "false_token": false_token} if kind == "monot5" else {}
+        scorer = load_reranker(
+            model, kind, tokenizer=tokenizer, device=str(torch_device), max_length=max_length, **options
+        )
+        packed = scorer.encode([q for q, _, _ in data], [d for _, d, _ in data])
+        all_labels = torch.tensor([label for _, _, label in data])
+        pad = {"input_ids": tokenizer.pad_token_id}
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         scheduler = get_constant_schedule_with_warmup(optimizer, round(warmup_ratio * steps))
@@ -265,30 +275,18 @@ def train_ranker(
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task("train", total=steps, loss="-")
             for step in range(steps):
-                batch = [next(stream) for _ in range(batch_size)]
-                labels = torch.tensor([label for _, _, label in batch], device=torch_device)
+                rows = np.fromiter(
+                    (next(stream) for _ in range(batch_size)), dtype=np.int64, count=batch_size
+                )
+                labels = all_labels[rows].to(torch_device)
+                enc = {k: v.to(torch_device) for k, v in packed.pad(rows, pad).items()}
+                torch.manual_seed(derived_seed(seed, step))  # dropout of this step
                 if kind == "monot5":
-                    texts = [MONOT5_TEMPLATE.format(query=q, document=d) for q, d, _ in batch]
-                    enc = tokenizer(
-                        texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-                    )
                     # target "true</s>" or "false</s>"; the score reads the first decoder step
                     first = torch.tensor(target, device=torch_device)[1 - labels]
                     eos = torch.full_like(first, tokenizer.eos_token_id)
-                    enc = {k: v.to(torch_device) for k, v in enc.items()}
-                    torch.manual_seed(derived_seed(seed, step))
                     loss = model(**enc, labels=torch.stack([first, eos], dim=1)).loss
                 else:
-                    enc = tokenizer(
-                        [q for q, _, _ in batch],
-                        [d for _, d, _ in batch],
-                        truncation="only_second",
-                        max_length=max_length,
-                        padding=True,
-                        return_tensors="pt",
-                    )
-                    enc = {k: v.to(torch_device) for k, v in enc.items()}
-                    torch.manual_seed(derived_seed(seed, step))
                     logits = model(**enc).logits[:, 0]
                     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
                 if not torch.isfinite(loss):

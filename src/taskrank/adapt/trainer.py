@@ -247,8 +247,8 @@ def work_dir(out: Path) -> Path:
 
 def latest_checkpoint(work: Path) -> Path | None:
     """The newest complete checkpoint in ``work`` (written atomically, so any listed is complete)."""
-    found = sorted(p for p in work.glob("checkpoint-*") if (p / STATE_FILE).is_file())
-    return found[-1] if found else None
+    found = [p for p in work.glob("checkpoint-*") if p.name[11:].isdigit() and (p / STATE_FILE).is_file()]
+    return max(found, key=lambda p: int(p.name[11:])) if found else None
 
 
 def _versions() -> dict[str, str]:
