@@ -203,7 +203,9 @@ class TokenChunks:
         ends: list[int] = []
         total = 0
         for i in range(0, len(texts), batch):
-            encoded = tokenizer(list(texts[i : i + batch]), add_special_tokens=False)["input_ids"]
+            # no truncation here (windows are cut below), so no warning about long inputs either
+            chunk = list(texts[i : i + batch])
+            encoded = tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]
             for ids in encoded:
                 arr = np.asarray(ids, dtype=np.int32)
                 pieces.append(arr)
