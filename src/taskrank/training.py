@@ -164,7 +164,8 @@ def _model_for(kind: str, pretrained: str | os.PathLike[str], seed: int) -> tupl
                 f"kind monot5 needs a T5-family encoder-decoder; {pretrained} has architecture {archs} "
                 f"(model_type {config.model_type!r})"
             )
-        cls, kwargs = transformers.AutoModelForSeq2SeqLM, {}
+        cls: Any = transformers.AutoModelForSeq2SeqLM
+        kwargs: dict[str, Any] = {}
     else:
         if (
             config.is_encoder_decoder
@@ -254,8 +255,11 @@ def train_ranker(
         # exactly the token sequences inference does (template, truncation, special tokens).
         from .rerankers import load_reranker
 
-        options = {"true_token": true_token, "false_token": false_token} if kind == "monot5" else {}
-        scorer = load_reranker(
+        options: dict[str, Any] = (
+            {"true_token": true_token, "false_token": false_token} if kind == "monot5" else {}
+        )
+        # MonoT5/CrossEncoder rerankers expose encode(): the token ids they score
+        scorer: Any = load_reranker(
             model, kind, tokenizer=tokenizer, device=str(torch_device), max_length=max_length, **options
         )
         packed = scorer.encode([q for q, _, _ in data], [d for _, d, _ in data])

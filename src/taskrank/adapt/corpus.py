@@ -168,7 +168,7 @@ def read_corpus(paths: PathLike | Sequence[PathLike], *, skip_empty: bool = Fals
     if skipped:
         log.warning("skipped %d documents with no text", skipped)
     if not texts:
-        where = files[0] if len(files) == 1 else f"{len(files)} files ({files[0]}, ...)"
+        where = str(files[0]) if len(files) == 1 else f"{len(files)} files ({files[0]}, ...)"
         raise DataError(f"corpus {where} holds no documents with text")
     return CorpusTexts(
         texts=texts,
