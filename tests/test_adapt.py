@@ -298,3 +298,56 @@ def test_progress_bar_shows_the_loss_and_can_be_turned_off(
     printed = capsys.readouterr()
     assert "loss" not in printed.out + printed.err and "Loading weights" not in printed.err
     assert hf_logging.is_progress_bar_enabled()  # the global switch is put back
+
+
+def test_gradient_accumulation_equals_the_larger_batch(
+    tmp_path: Path, llama_trio: dict[str, Path], tiny_words: tuple[str, ...]
+) -> None:
+    """Causal LM (no sampling in the batches, no dropout) on windows of equal length: 4 × 2
+    accumulated micro-batches must give the weights of one batch of 8."""
+    rng = random.Random(5)
+    corpus = tmp_path / "corpus.jsonl"
+    with corpus.open("w", encoding="utf-8") as handle:
+        for _ in range(16):  # 15 whole-word tokens + <s> = one full window of 16
+            handle.write(json.dumps({"text": " ".join(rng.choices(tiny_words, k=15))}) + "\n")
+    common = {"steps": 4, "lr": 1e-3, "max_length": 16, "seed": 2, "progress": False}
+    big = adapt(llama_trio["pretrained"], corpus, tmp_path / "big", batch_size=8, grad_accum=1, **common)
+    acc = adapt(llama_trio["pretrained"], corpus, tmp_path / "acc", batch_size=4, grad_accum=2, **common)
+    assert big.examples == acc.examples == 16
+    assert acc.losses == pytest.approx(big.losses, rel=1e-5)
+    a, b = _weights(tmp_path / "big"), _weights(tmp_path / "acc")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    adapt(llama_trio["pretrained"], corpus, tmp_path / "other", batch_size=4, grad_accum=1, **common)
+    c = _weights(tmp_path / "other")
+    assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-5) for k in a)  # the test can tell
+
+
+def test_resume_refuses_a_changed_corpus(tmp_path: Path, t5_trio: dict[str, Path], corpus: Path) -> None:
+    mine = tmp_path / "corpus.jsonl"
+    mine.write_bytes(corpus.read_bytes())
+    out = tmp_path / "out"
+
+    def interrupt(step: int, loss: float) -> None:
+        if step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        adapt(t5_trio["pretrained"], mine, out, steps=3, save_every=1, on_step=interrupt, **FAST)
+    mine.write_text(mine.read_text(encoding="utf-8") + '{"text": "one more document"}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"checkpoint-0000001: corpus_sha256 was '[0-9a-f]{64}', now"):
+        adapt(t5_trio["pretrained"], mine, out, steps=3, save_every=1, resume=True, **FAST)
+
+
+def test_incomplete_checkpoints_are_never_resumed_from(tmp_path: Path) -> None:
+    work = tmp_path / "out.partial"
+    (work / "checkpoint-0000010").mkdir(parents=True)
+    (work / "checkpoint-0000010" / "trainer_state.json").write_text("{}")
+    (work / "checkpoint-0000020").mkdir()  # no state file: the write never finished
+    (work / ".checkpoint-0000030.tmp-abc").mkdir()  # the temporary folder of a killed save
+    (work / ".checkpoint-0000030.tmp-abc" / "trainer_state.json").write_text("{}")
+    assert latest_checkpoint(work) == work / "checkpoint-0000010"
+    (work / "checkpoint-10000000").mkdir()  # step numbers compare as numbers, not strings
+    (work / "checkpoint-10000000" / "trainer_state.json").write_text("{}")
+    assert latest_checkpoint(work) == work / "checkpoint-10000000"
+    assert latest_checkpoint(tmp_path / "elsewhere") is None
