@@ -243,6 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minilm", type=Path, help="all-MiniLM-L6-v2 folder (default: the PyPI package's)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 steadies a shared CPU",
+    )
     parser.add_argument("--skip", choices=["cross-encoder", "monot5"], action="append", default=[])
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--workdir", type=Path, help="where the two models are saved (default: a temp dir)")
@@ -256,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from taskrank.rerankers import load_reranker, resolve_device, resolve_dtype
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     device = resolve_device(args.device)  # resolved once, passed to every method

@@ -18,8 +18,8 @@ from .monot5 import template_segments
 if TYPE_CHECKING:
     import torch
 
-# The authors' scoring code (and RankingGPT's training data) appends the query to "Query:" with
-# no separator; keeping that exact string keeps the scores of the published checkpoints.
+# The authors' scoring code appends the query to "Query:" with no separator; the default keeps
+# that exact string so that scores match theirs.
 DEFAULT_TEMPLATE = "Document: {document} Query:{query}"
 
 
