@@ -265,3 +265,21 @@ def test_packed_pads_right_and_left():
 def test_score_of_no_pairs_is_empty(models):
     rr = load_reranker(models["cross-encoder"], "cross-encoder", device="cpu")
     assert rr.score([]).shape == (0,)
+
+
+def test_alpha_sweep_in_memory_matches_merged_checkpoint(t5_trio, tmp_path):
+    """The merge engine hands over a model in memory: scores follow its in-place α updates and
+    equal those of the same merge written to disk."""
+    from taskrank.arithmetic import AlphaSweep, TaskVector, merge
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(t5_trio["ranker"], dtype=torch.float32)
+    rr = load_reranker(model, "monot5", tokenizer=AutoTokenizer.from_pretrained(t5_trio["ranker"]))
+    plain = rr.score(PAIRS)
+    sweep = AlphaSweep(model, TaskVector.from_checkpoints(t5_trio["domain"], t5_trio["pretrained"]))
+    sweep.set_alpha(0.7)
+    swept = rr.score(PAIRS)
+    merged = merge(t5_trio["ranker"], t5_trio["domain"], t5_trio["pretrained"], 0.7, out=tmp_path / "m")
+    np.testing.assert_allclose(swept, load_reranker(merged.path, "monot5").score(PAIRS), atol=ATOL, rtol=0)
+    assert not np.allclose(swept, plain, atol=1e-4)
+    sweep.set_alpha(0.0)
+    np.testing.assert_array_equal(rr.score(PAIRS), plain)
