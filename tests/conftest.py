@@ -11,18 +11,54 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from taskrank.tiny import build_tiny, derive_checkpoint  # noqa: E402
+from taskrank.tiny import build_tiny, derive_checkpoint
 
-WORDS = (
-    "cell protein gene cancer virus patient treatment clinical trial dose drug immune "
-    "search engine web page news sport football music film city weather market price "
-    "river mountain ocean forest history war king law court contract"
-).split()
+WORDS = [
+    "cell",
+    "protein",
+    "gene",
+    "cancer",
+    "virus",
+    "patient",
+    "treatment",
+    "clinical",
+    "trial",
+    "dose",
+    "drug",
+    "immune",
+    "search",
+    "engine",
+    "web",
+    "page",
+    "news",
+    "sport",
+    "football",
+    "music",
+    "film",
+    "city",
+    "weather",
+    "market",
+    "price",
+    "river",
+    "mountain",
+    "ocean",
+    "forest",
+    "history",
+    "war",
+    "king",
+    "law",
+    "court",
+    "contract",
+]
 
 
-def _trio(root: Path, pretrained_arch: str, ranker_arch: str, domain_arch: str, **ranker_kw) -> dict[str, Path]:
+def _trio(
+    root: Path, pretrained_arch: str, ranker_arch: str, domain_arch: str, **ranker_kw
+) -> dict[str, Path]:
     pretrained = build_tiny(pretrained_arch, root / "pretrained", words=WORDS, seed=0)
-    ranker = derive_checkpoint(pretrained, root / "ranker", architecture=ranker_arch, noise=0.05, seed=1, **ranker_kw)
+    ranker = derive_checkpoint(
+        pretrained, root / "ranker", architecture=ranker_arch, noise=0.05, seed=1, **ranker_kw
+    )
     domain = derive_checkpoint(pretrained, root / "domain", architecture=domain_arch, noise=0.05, seed=2)
     return {"pretrained": pretrained, "ranker": ranker, "domain": domain}
 

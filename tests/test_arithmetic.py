@@ -569,7 +569,7 @@ def test_in_memory_inputs_are_not_modified(t5_trio):
     r, d, p = raw(t5_trio["ranker"]), raw(t5_trio["domain"]), raw(t5_trio["pretrained"])
     copies = [{k: v.clone() for k, v in sd.items()} for sd in (r, d, p)]
     out = merge(r, d, p, alpha=0.5).state_dict
-    for sd, copy in zip((r, d, p), copies):
+    for sd, copy in zip((r, d, p), copies, strict=True):
         for k, v in copy.items():
             assert torch.equal(sd[k], v), k
     k = "shared.weight"
