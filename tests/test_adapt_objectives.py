@@ -20,8 +20,8 @@ from transformers import (
 )
 
 from taskrank.adapt import SpanCorruptionCollator, detect_objective, make_batcher, sentinel_ids
-from taskrank.adapt.objectives import special_affixes
 from taskrank.errors import ConfigError, ModelError
+from taskrank.tokenization import special_affixes
 
 SENTINELS = [999, 998, 997, 996, 995, 994, 993, 992]
 EOS, PAD = 1, 0

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ModelError
+from ..tokenization import special_affixes
 
 #: Objective name -> the ``transformers`` auto class whose head it trains.
 OBJECTIVES: dict[str, str] = {
@@ -174,21 +175,6 @@ class SpanCorruptionCollator:
             attention[row, : len(inp)] = 1
             labels[row, : len(tgt)] = torch.tensor(tgt)
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
-def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The special token ids a tokenizer puts before and after a single text (``[CLS]``/``[SEP]``, ``<s>``).
-
-    Found by encoding one probe word with and without special tokens, so it follows the
-    tokenizer's own template whatever its class.
-    """
-    probe = "a"
-    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
-    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
-    for start in range(len(full) - len(bare) + 1):
-        if full[start : start + len(bare)] == bare:
-            return list(full[:start]), list(full[start + len(bare) :])
-    raise ModelError(f"cannot locate the text inside the special-token template of tokenizer {tokenizer!r}")
 
 
 BatchFn = Callable[[Sequence[Sequence[int]], int], Mapping[str, torch.Tensor]]

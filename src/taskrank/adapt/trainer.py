@@ -26,8 +26,9 @@ import torch
 
 from ..atomic import atomic_dir, check_output_dir, write_json, write_text
 from ..errors import CheckpointError, ConfigError, ModelError
+from ..tokenization import special_affixes
 from .corpus import CorpusTexts, PathLike, read_corpus
-from .objectives import OBJECTIVES, detect_objective, make_batcher, special_affixes
+from .objectives import OBJECTIVES, detect_objective, make_batcher
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

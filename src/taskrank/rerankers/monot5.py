@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigError, ModelError
+from ..tokenization import special_affixes
 from .base import Packed, Reranker, Source
 
 if TYPE_CHECKING:
@@ -44,17 +45,6 @@ def template_segments(template: str, fields: tuple[str, str] = ("query", "docume
         wanted = " then ".join("{" + f + "}" for f in fields)
         raise ConfigError(f"template {template!r} must contain {wanted}, each once")
     return parts
-
-
-def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The special tokens a tokenizer puts before and after a single text (``[], [</s>]`` for T5)."""
-    probe = "relevant"
-    core = tokenizer(probe, add_special_tokens=False)["input_ids"]
-    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
-    for start in range(len(full) - len(core) + 1):
-        if full[start : start + len(core)] == core:
-            return list(full[:start]), list(full[start + len(core) :])
-    raise ModelError("cannot locate the special tokens the tokenizer adds around a text")
 
 
 def fit_pair(query_len: int, doc_len: int, room: int) -> tuple[int, int]:
