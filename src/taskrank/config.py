@@ -26,7 +26,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .arithmetic.selection import parse_layers as _parse_layer_set
+from .errors import ConfigError, MergeError
 
 #: α must lie in this closed interval. The paper finds α ≥ 1.5 already hurts; beyond ±3 the
 #: domain vector swamps the ranker, which is almost surely a typo (70 instead of 0.70).
@@ -36,7 +37,6 @@ KINDS = ("monot5", "cross-encoder", "bi-encoder", "query-likelihood")
 SIGNIFICANCE_TESTS = ("student", "fisher")
 CORRECTIONS = ("bonferroni", "none")
 _METRIC = re.compile(r"^(ndcg|p|precision|recall|r|map|ap|mrr|rr)@[1-9][0-9]*$")
-_LAYERS = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
 
 Kind = Literal["monot5", "cross-encoder", "bi-encoder", "query-likelihood"]
 Mode = Literal["only", "except"]
@@ -56,34 +56,17 @@ def _check_alpha(value: float) -> float:
 def parse_layers(spec: str | int | Sequence[int] | None) -> list[int] | None:
     """Expand a layer selection (``"0-3,11"``, ``5`` or ``[0, 1]``) into sorted layer indices.
 
+    The rules are the merge engine's (:func:`taskrank.arithmetic.parse_layers`); a bad
+    selection is a ``ValueError`` here, so pydantic reports it at its key path.
+
     >>> parse_layers("0-2,5")
     [0, 1, 2, 5]
     """
-    if spec is None:
-        return None
-    if isinstance(spec, bool):
-        raise ValueError(f"layer selection {spec!r} is not a layer index or a range like '0-3,11'")
-    if isinstance(spec, int):
-        spec = [spec]
-    if isinstance(spec, str):
-        if not _LAYERS.match(spec):
-            raise ValueError(f"layer selection {spec!r} is not like '0-3,11'")
-        layers: set[int] = set()
-        for part in spec.split(","):
-            low, _, high = part.partition("-")
-            start, stop = int(low), int(high or low)
-            if stop < start:
-                raise ValueError(f"layer range {part.strip()!r} runs backwards")
-            layers.update(range(start, stop + 1))
-        return sorted(layers)
-    out = []
-    for item in spec:
-        if isinstance(item, bool) or not isinstance(item, int) or item < 0:
-            raise ValueError(f"layer index {item!r} is not a non-negative integer")
-        out.append(item)
-    if not out:
-        raise ValueError("an empty layer list selects nothing; leave the key out to use every layer")
-    return sorted(set(out))
+    try:
+        layers = _parse_layer_set(spec)
+    except MergeError as exc:
+        raise ValueError(str(exc)) from None
+    return None if layers is None else sorted(layers)
 
 
 # --------------------------------------------------------------------------- sections

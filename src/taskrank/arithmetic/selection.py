@@ -25,12 +25,19 @@ def layer_of(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def parse_layers(spec: str | Iterable[int] | None) -> frozenset[int] | None:
-    """``"0-3,11"`` → {0, 1, 2, 3, 11}; a list of ints is taken as is; None means all."""
+def parse_layers(spec: str | int | Iterable[int] | None) -> frozenset[int] | None:
+    """``"0-3,11"`` → {0, 1, 2, 3, 11}; an index or a list of indices is taken as is; None means all."""
     if spec is None:
         return None
+    if isinstance(spec, bool):
+        raise MergeError(f"layer selection {spec!r} is not a layer index or a range like '0-3,11'")
+    if isinstance(spec, int):
+        spec = [spec]
     if not isinstance(spec, str):
-        layers = [int(i) for i in spec]
+        layers = list(spec)
+        for item in layers:
+            if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+                raise MergeError(f"layer index {item!r} is not a non-negative integer")
     else:
         layers = []
         for part in spec.replace(" ", "").split(","):
@@ -41,12 +48,10 @@ def parse_layers(spec: str | Iterable[int] | None) -> frozenset[int] | None:
                 )
             lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
             if hi < lo:
-                raise MergeError(f"bad layer selection {spec!r}: range {part!r} runs backwards")
+                raise MergeError(f"layer range {part!r} runs backwards (in layer selection {spec!r})")
             layers.extend(range(lo, hi + 1))
-    if any(i < 0 for i in layers):
-        raise MergeError(f"layer indices must be non-negative, got {sorted(layers)}")
     if not layers:
-        raise MergeError("empty layer selection")
+        raise MergeError("an empty layer selection selects nothing; leave it out to use every layer")
     return frozenset(layers)
 
 
