@@ -336,3 +336,13 @@ def test_dev_split_without_dev_or_train(tmp_path: Path) -> None:
         dev_split(root)
     with pytest.raises(DataError, match=r"dev fraction must be in \(0, 1\]"):
         dev_split(root, fraction=0)
+
+
+def test_second_split_reuses_a_loaded_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskrank.data import beir
+
+    root = make_beir(tmp_path / "nfc", qrels={"test": [("q1", "d1", 1)], "dev": [("q2", "d2", 1)]})
+    test = load_beir(root, "test")
+    monkeypatch.setattr(beir, "load_corpus", lambda *a, **k: pytest.fail("corpus parsed a second time"))
+    dev = load_beir(root, "dev", corpus=test.corpus)
+    assert dev.corpus is test.corpus and dev.queries == {"q2": "virus cell"}

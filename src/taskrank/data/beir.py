@@ -281,12 +281,19 @@ def restrict_to_judged(
 
 
 def load_beir(
-    path_or_name: PathLike, split: str = "test", cache_dir: PathLike | None = None, *, progress: bool = True
+    path_or_name: PathLike,
+    split: str = "test",
+    cache_dir: PathLike | None = None,
+    *,
+    progress: bool = True,
+    corpus: Corpus | None = None,
 ) -> BeirDataset:
     """Load one split of a BEIR dataset from a local folder, or by name (downloaded once into
     ``cache_dir``, default ``~/.cache/taskrank/beir``).
 
     ``.queries`` holds only the split's judged queries, in the order of the qrels file.
+    ``corpus``: the dataset's corpus when already loaded (for another split), so that a second
+    split does not parse ``corpus.jsonl`` again.
 
     >>> ds = load_beir("scifact", split="test")  # doctest: +SKIP
     >>> len(ds.queries), len(ds.corpus)  # doctest: +SKIP
@@ -306,7 +313,8 @@ def load_beir(
         valid = sorted(p.name.removesuffix(".tsv") for p in (root / "qrels").glob("*.tsv"))
         hint = " (for a dev set without a dev split use dev_split())" if split == "dev" else ""
         raise DataError(f"{root}: unknown split {split!r}; valid splits: {', '.join(valid) or 'none'}{hint}")
-    corpus = load_corpus(_first_existing(root, "corpus.jsonl", "corpus.jsonl.gz"))
+    if corpus is None:
+        corpus = load_corpus(_first_existing(root, "corpus.jsonl", "corpus.jsonl.gz"))
     all_queries = load_queries(_first_existing(root, "queries.jsonl", "queries.jsonl.gz"), format="jsonl")
     queries, qrels, notes = restrict_to_judged(
         all_queries, read_qrels(qrels_file), corpus, source=str(qrels_file)
@@ -353,16 +361,26 @@ def dev_split(
             f"{root}: no dev set (neither a dev nor a train split; splits: {', '.join(splits) or 'none'}); "
             "use fixed fusion weights instead of tuning"
         )
-    train = load_beir(root, "train")
-    count = max(1, int(len(train.queries) * fraction))
-    chosen = list(train.queries)[:count]
+    return first_fraction(load_beir(root, "train"), fraction)
+
+
+def first_fraction(dataset: BeirDataset, fraction: float) -> BeirDataset:
+    """The first ``fraction`` of a split's queries, in qrels order: the paper's dev rule for
+    datasets without a dev split (SciFact: the first 20% of train)."""
+    if not 0.0 < fraction <= 1.0:
+        raise DataError(f"dev fraction must be in (0, 1], got {fraction}")
+    count = max(1, int(len(dataset.queries) * fraction))
+    chosen = list(dataset.queries)[:count]
     percent = f"{fraction * 100:g}%"
     return BeirDataset(
-        train.corpus,
-        {qid: train.queries[qid] for qid in chosen},
-        {qid: train.qrels[qid] for qid in chosen},
-        name=train.name,
-        split=f"train[:{percent}]",
-        path=root,
-        notes=[*train.notes, f"dev set = first {count} of {len(train.queries)} train queries ({percent})"],
+        dataset.corpus,
+        {qid: dataset.queries[qid] for qid in chosen},
+        {qid: dataset.qrels[qid] for qid in chosen},
+        name=dataset.name,
+        split=f"{dataset.split}[:{percent}]",
+        path=dataset.path,
+        notes=[
+            *dataset.notes,
+            f"dev set = first {count} of {len(dataset.queries)} {dataset.split} queries ({percent})",
+        ],
     )

@@ -51,7 +51,7 @@ class Data:
 
 def load_data(config: ExperimentConfig, *, progress: bool = True) -> Data:
     """Load the test split and the dev queries the config names (a :class:`DataError` when absent)."""
-    from ..data import load_beir
+    from ..data.beir import first_fraction, load_beir
     from ..retrieval import corpus_fingerprint
 
     spec = config.dataset
@@ -63,18 +63,16 @@ def load_data(config: ExperimentConfig, *, progress: bool = True) -> Data:
     dev = None
     if spec.dev is not None:
         try:
-            full = load_beir(test.path or spec.path, spec.dev.split, spec.cache_dir, progress=progress)
+            full = load_beir(
+                test.path or spec.path, spec.dev.split, spec.cache_dir, progress=progress, corpus=test.corpus
+            )
         except DataError as exc:
             raise DataError(f"dataset.dev.split {spec.dev.split!r}: {exc}") from exc
-        queries, qrels, label = full.queries, full.qrels, spec.dev.split
         if spec.dev.fraction is not None:
             # the paper's rule for SciFact: the first 20% of the train queries, in qrels order
-            count = max(1, int(len(queries) * spec.dev.fraction))
-            chosen = list(queries)[:count]
-            queries = {q: queries[q] for q in chosen}
-            qrels = {q: qrels[q] for q in chosen}
-            label = f"{spec.dev.split}[:{spec.dev.fraction * 100:g}%]"
-            notes.append(f"dev set = first {count} of {len(full.queries)} {spec.dev.split} queries")
+            full = first_fraction(full, spec.dev.fraction)
+            notes.append(full.notes[-1])
+        queries, qrels, label = full.queries, full.qrels, full.split
         overlap = sorted(set(queries) & set(test.queries))
         if overlap:
             raise DataError(
