@@ -20,7 +20,6 @@ from .options import DTYPE_NAMES, MODES, VOCAB_POLICIES
 # Imported on first use: the submodules need torch, the option lists above do not.
 _LAZY = {
     "align_keys": "alignment",
-    "base_prefix": "alignment",
     "resolve_keys": "alignment",
     "tie_map": "alignment",
     "DTYPES": "merging",

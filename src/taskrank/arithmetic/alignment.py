@@ -43,19 +43,17 @@ def align_keys(ref_keys: Sequence[str], other_keys: Sequence[str]) -> dict[str, 
     shortest on a tie). A cross-encoder's ``bert.encoder.layer.0…`` thus meets a plain
     encoder's ``encoder.layer.0…``; heads present on one side only stay unmatched.
     """
+    return _name_alignment(ref_keys, other_keys)[0]
+
+
+def _name_alignment(
+    ref_keys: Sequence[str], other_keys: Sequence[str]
+) -> tuple[dict[str, str], str, str, dict[str, str]]:
+    """(mapping, ref prefix, other prefix, other's names without its prefix → full name)."""
     pr, po = _best_prefixes(ref_keys, other_keys)
     lookup = {_strip(k, po): k for k in other_keys}
-    mapping = {}
-    for k in ref_keys:
-        hit = lookup.get(_strip(k, pr))
-        if hit is not None:
-            mapping[k] = hit
-    return mapping
-
-
-def base_prefix(keys: Sequence[str], other_keys: Sequence[str]) -> str:
-    """The prefix removed from ``keys`` when aligning them with ``other_keys`` (may be '')."""
-    return _best_prefixes(keys, other_keys)[0]
+    mapping = {k: lookup[_strip(k, pr)] for k in ref_keys if _strip(k, pr) in lookup}
+    return mapping, pr, po, lookup
 
 
 def tie_map(config: Mapping[str, Any]) -> dict[str, str]:
@@ -86,10 +84,8 @@ def resolve_keys(ref: Any, other: Any) -> dict[str, str]:
     """Align the tensors of ``ref`` with those of ``other``: by name after removing the base
     prefix, then through tied aliases (a weight stored as ``shared.weight`` on one side and
     ``encoder.embed_tokens.weight`` on the other, as T5 checkpoints do)."""
-    ref_keys, other_keys = ref.keys(), other.keys()
-    pr, po = _best_prefixes(ref_keys, other_keys)
-    lookup = {_strip(k, po): k for k in other_keys}
-    mapping = {k: lookup[_strip(k, pr)] for k in ref_keys if _strip(k, pr) in lookup}
+    ref_keys = ref.keys()
+    mapping, pr, po, lookup = _name_alignment(ref_keys, other.keys())
     missing = [k for k in ref_keys if k not in mapping]
     if not missing:
         return mapping
