@@ -83,13 +83,13 @@ def test_adapted_checkpoint_merges_through_taskrank_merge(
 def test_cli_reports_and_records(
     monkeypatch, capsys, tmp_path: Path, t5_trio: dict[str, Path], texts: Path
 ) -> None:
-    out = tmp_path / "domain"
+    out = tmp_path / ("domain-[v1]-" + "x" * 90)  # long, and not rich markup: printed whole on one line
     args = ["adapt", "-p", t5_trio["pretrained"], "-c", texts, "-o", out, "--steps", "2", "--batch-size", "2"]
     code, stdout, err = _taskrank(
         monkeypatch, capsys, *args, "--max-length", "16", "--seed", "4", "--grad-accum", "2"
     )
     assert code == 0, err
-    assert "span-corruption on 12 documents" in stdout and f"wrote {out}" in stdout
+    assert "span-corruption on 12 documents" in stdout and f"wrote {out} (use it as --domain" in stdout
     record = json.loads((out / "adapt.json").read_text())
     assert record["settings"]["seed"] == 4 and record["settings"]["grad_accum"] == 2
     assert record["corpus"]["doc_count"] == 12 and len(record["corpus"]["files"]) == 12

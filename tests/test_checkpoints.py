@@ -109,13 +109,13 @@ def test_writer_round_trip_and_shards(tmp_path):
 
 
 def test_cli_merge(t5_trio, tmp_path):
-    out = tmp_path / "merged"
+    out = tmp_path / ("merged-[v1]-" + "x" * 90)  # long, and not rich markup: printed whole on one line
     args = ["merge", "--ranker", str(t5_trio["ranker"]), "--domain", str(t5_trio["domain"]),
             "--pretrained", str(t5_trio["pretrained"]), "--alpha", "0.7", "--layers", "0", "--mode", "except",
             "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "tensors merged" in result.output and str(out) in result.output
+    assert "tensors merged" in result.output and f"wrote {out} (model card: {out}/README.md)" in result.output
     meta = json.loads((out / "taskrank_merge.json").read_text())
     assert meta["alpha"] == [0.7] and meta["selection"] == {
         "layers": [0], "mode": "except", "include": [], "exclude": [], "description": "layers 0 (except)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,37 @@ def test_stemming_and_stop_words_can_be_turned_off() -> None:
     assert set(run["exact"]) == {"d2", "d4"}
     assert set(run["stop"]) == {"d2", "d4", "d5", "d3"}  # every document with "the"
     assert plain.params.to_dict()["stemmer"] is None
+
+
+def test_top_k_never_goes_through_jax(monkeypatch) -> None:
+    """bm25s would pick JAX whenever it is installed (and put it on the GPU): taskrank asks for numpy."""
+    import bm25s.selection
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("bm25s used its JAX top-k")
+
+    monkeypatch.setattr(bm25s.selection, "JAX_IS_AVAILABLE", True)
+    monkeypatch.setattr(bm25s.selection, "_topk_jax", refuse)
+    index = BM25Index.build(CORPUS, progress=False)
+    run = index.search({"q": "influenza virus"}, k=2, progress=False)
+    assert max(run["q"], key=run["q"].get) == "d2"
+
+
+def test_jax_is_told_not_to_reserve_the_gpu(monkeypatch) -> None:
+    import sys
+    import types
+
+    from taskrank.retrieval import _bm25s
+
+    var = "XLA_PYTHON_CLIENT_PREALLOCATE"
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    monkeypatch.delenv(var, raising=False)
+    _bm25s()
+    assert os.environ[var] == "false"
+    monkeypatch.setenv(var, "true")  # the user's own choice stands
+    _bm25s()
+    assert os.environ[var] == "true"
+    monkeypatch.delenv(var)
+    monkeypatch.setitem(sys.modules, "jax", types.ModuleType("jax"))  # JAX already set up: too late
+    _bm25s()
+    assert var not in os.environ

@@ -6,6 +6,12 @@ Okapi BM25 (Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 a
 Elasticsearch and Anserini use, so numbers are comparable to the BEIR baselines.
 
 The index of a corpus is built once per (corpus content, parameters) and cached on disk.
+
+BM25 runs on the CPU only. bm25s picks JAX for its top-k when JAX is installed, and importing
+it then starts JAX's GPU backend, which by default reserves 75% of the GPU's memory for itself
+and leaves the re-ranker too little. taskrank asks bm25s for its numpy top-k and, unless
+``XLA_PYTHON_CLIENT_PREALLOCATE`` is already set or JAX already imported, sets it to ``false``
+before bm25s is first imported, so that JAX takes only what it uses.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -79,13 +87,21 @@ class BM25Params:
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters plus the implementation, for reports and run metadata."""
-        import bm25s
-
+        bm25s = _bm25s()
         record = asdict(self)
         record["stemmer"] = f"snowball-{LANGUAGES[self.language][0]}" if self.stemming else None
         record["implementation"] = f"bm25s {bm25s.__version__}"
         record["token_pattern"] = TOKEN_PATTERN
         return record
+
+
+def _bm25s() -> ModuleType:
+    """Import bm25s without letting an installed JAX claim most of the GPU (see the module doc)."""
+    if "jax" not in sys.modules:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import bm25s
+
+    return bm25s
 
 
 def corpus_fingerprint(corpus: Corpus) -> str:
@@ -130,8 +146,7 @@ class BM25Index:
     @classmethod
     def build(cls, corpus: Corpus, params: BM25Params | None = None, *, progress: bool = True) -> BM25Index:
         """Tokenise and index ``corpus`` (document text = title + " " + text)."""
-        import bm25s
-
+        bm25s = _bm25s()
         params = params or BM25Params()
         if not corpus:
             raise DataError("cannot build a BM25 index over an empty corpus")
@@ -158,8 +173,7 @@ class BM25Index:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BM25Index:
         """Read an index written by :meth:`save`."""
-        import bm25s
-
+        bm25s = _bm25s()
         folder = Path(path)
         meta_file = folder / _META
         if not meta_file.is_file():
@@ -197,6 +211,7 @@ class BM25Index:
             k=depth,
             show_progress=progress,
             n_threads=0,
+            backend_selection="numpy",  # the same top-k everywhere, and never on the GPU
         )
         ids = np.asarray(self.doc_ids, dtype=object)
         for row, i in enumerate(active):
@@ -208,9 +223,9 @@ class BM25Index:
 
 
 def _tokenize(texts: list[str], params: BM25Params, *, progress: bool, return_ids: bool) -> Any:
-    import bm25s
     import Stemmer
 
+    bm25s = _bm25s()
     stemmer = Stemmer.Stemmer(LANGUAGES[params.language][0]) if params.stemming else None
     stopwords: str | list[str] = LANGUAGES[params.language][1] if params.stopwords else []
     return bm25s.tokenize(
@@ -225,8 +240,7 @@ def _tokenize(texts: list[str], params: BM25Params, *, progress: bool, return_id
 
 
 def _cache_key(fingerprint: str, params: BM25Params) -> str:
-    import bm25s
-
+    bm25s = _bm25s()
     payload = json.dumps({"corpus": fingerprint, "params": asdict(params), "bm25s": bm25s.__version__,
                           "format": _INDEX_FORMAT, "tokens": TOKEN_PATTERN}, sort_keys=True)  # fmt: skip
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 
 def adapt_command(
@@ -67,11 +66,10 @@ def adapt_command(
         progress=not quiet,
     )
     if not quiet:
-        Console().print(
+        typer.echo(
             f"{result.objective} on {result.corpus_docs} documents ({result.examples} windows), "
             f"{result.steps} steps, final loss {result.final_loss:.4f}\n"
-            f"wrote {result.path} (use it as --domain of taskrank merge)",
-            highlight=False,
+            f"wrote {result.path} (use it as --domain of taskrank merge)"
         )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from ..arithmetic.options import DTYPE_NAMES, MODES, VOCAB_POLICIES
 
@@ -54,11 +53,10 @@ def merge_command(
         progress=not quiet,
     )
     if not quiet:
-        console = Console()
-        console.print(result.report.summary(), highlight=False)
+        typer.echo(result.report.summary())
         for name, reason in result.report.unchanged.items():
-            console.print(f"  unchanged: {name} ({reason})", highlight=False)
-        console.print(f"wrote {result.path} (model card: {result.path}/README.md)", highlight=False)
+            typer.echo(f"  unchanged: {name} ({reason})")
+        typer.echo(f"wrote {result.path} (model card: {result.path}/README.md)")
 
 
 def register(app: typer.Typer) -> None:
