@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# taskrank's own cache (file hashes, BM25 indexes, downloads) goes to a fresh folder, never ~/.cache
+os.environ.setdefault("TASKRANK_CACHE", tempfile.mkdtemp(prefix="taskrank-test-cache-"))
 
 from taskrank.tiny import build_tiny, derive_checkpoint
 

@@ -141,16 +141,16 @@ def test_cli_errors_are_one_line_and_exit_2(t5_trio, tmp_path):
 def test_sha256_from_merge_reads_equals_a_plain_hash(t5_trio, tmp_path, order):
     import hashlib
 
-    from taskrank.checkpoints import checkpoint as module
+    from taskrank.checkpoints import hashing
 
     src = tmp_path / "ckpt"
     shutil.copytree(t5_trio["domain"], src)
-    module._HASH_CACHE.clear()
+    hashing._DONE.clear()
     ckpt = Checkpoint(src)
     keys = ckpt.storage_order()
     for k in keys if order == "disk" else reversed(keys):
         ckpt.get(k)
     expected = hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()
     assert ckpt.sha256() == expected
-    module._HASH_CACHE.clear()
+    hashing._DONE.clear()
     assert Checkpoint(src).sha256() == expected

@@ -31,6 +31,7 @@ import numpy as np
 from .atomic import atomic_dir
 from .data import Corpus, Queries, Run, doc_text
 from .errors import ConfigError, DataError
+from .paths import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +122,7 @@ def corpus_fingerprint(corpus: Corpus) -> str:
 
 def default_index_cache() -> Path:
     """``$TASKRANK_CACHE/bm25`` if set, else ``~/.cache/taskrank/bm25``."""
-    root = os.environ.get("TASKRANK_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "taskrank") / "bm25"
+    return cache_root() / "bm25"
 
 
 class BM25Index:

@@ -20,13 +20,15 @@ from ..checkpoints import (
     TensorSpec,
     as_source,
     copy_non_weight_files,
+    read_ahead,
 )
+from ..checkpoints.formats import BufferPool
 from ..errors import MergeError
 from .alignment import resolve_keys
 from .options import DTYPE_NAMES
 from .report import MergeReport, MergeResult
 from .selection import LayerSelection, _ranges, _selection_aliases, layer_of
-from .vector import TaskVector, VocabPolicy, _check_coef, _check_pair
+from .vector import TaskVector, VocabPolicy, _check_coef, _check_pair, _give_back
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,10 @@ def _merge_tensor(item: _PlanItem, base: Any, vector: TaskVector) -> tuple[torch
     """The output tensor of ``item`` and, when it stays unchanged, why."""
     tensor = base.get(item.name)
     if item.vector_key is None:
-        return tensor.to(item.out_dtype), item.reason
+        out = tensor.to(item.out_dtype)
+        if out is not tensor:
+            _give_back(base, tensor)
+        return out, item.reason
     if not (tensor.dtype.is_floating_point and vector.is_float(item.vector_key)):
         if vector.raw_equal(item.vector_key):
             return tensor, f"dtype {tensor.dtype} with a zero task vector"
@@ -115,6 +120,8 @@ def _merge_tensor(item: _PlanItem, base: Any, vector: TaskVector) -> tuple[torch
     delta = vector.get(item.vector_key)
     fresh = getattr(base, "fresh_reads", False) or tensor.dtype != torch.float32
     out = tensor.float() if fresh else tensor.clone()  # never update the caller's tensors
+    if out is not tensor:
+        _give_back(base, tensor)
     if delta.shape == out.shape:
         out.add_(delta)
     else:  # vocabulary rows differ and the policy allows the common rows
@@ -130,7 +137,11 @@ def _merge_tensor(item: _PlanItem, base: Any, vector: TaskVector) -> tuple[torch
         raise MergeError(
             f"merge produced NaN/Inf in tensor {item.name!r} ({bad}); check alpha and the inputs"
         )
-    return out.to(item.out_dtype), None
+    vector.give_back(delta)
+    result = out.to(item.out_dtype)
+    if result is not out:
+        _give_back(base, out)
+    return result, None
 
 
 # --------------------------------------------------------------------------- merge
@@ -191,6 +202,10 @@ def merge(
     scaled = vector * a
     selection = LayerSelection.parse(layers, mode, include, exclude)
     items, vector_only = _plan(base, scaled, selection, out_dtype)
+    sources = {id(s): s for s in (base, *[x for _, f, p in vector.inputs() for x in (f, p)])}
+    checkpoints = [src for src in sources.values() if isinstance(src, Checkpoint)]
+    # Reads go into recycled buffers; idle ones may hold up to three of the largest tensor (float32).
+    pool = BufferPool(3 * max((4 * math.prod(i.shape) for i in items), default=0))
 
     inputs: dict[str, Any] = {}
     # Provenance (sha256 of local inputs) is taken after the streaming pass, which feeds the
@@ -201,6 +216,12 @@ def merge(
     else:
         for i, (_, ft, pre) in enumerate(vector.inputs()):
             roles_of.update({f"finetuned[{i}]": ft, f"pretrained[{i}]": pre})
+
+    # The card's sha256 of each local input is computed in background threads from now on.
+    read_ahead(
+        f for src in roles_of.values() if isinstance(src, Checkpoint) and src.repo_id is None
+        for f in src.weight_files
+    )  # fmt: skip
 
     def provenance() -> dict[str, Any]:
         return {role: src.provenance() for role, src in roles_of.items()}
@@ -236,16 +257,25 @@ def merge(
         # Two-stage pipeline: one worker reads and computes tensor i+1 while this thread hands
         # tensor i to the writer (file I/O and torch ops release the GIL). At most two tensors
         # are in flight, so memory stays bounded by the largest tensors, not the model.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskrank-merge") as pool:
+        # The worker's torch ops leave two cores to the writer and the hashing threads: with
+        # every core in its OpenMP team, each op would wait on a thread the OS has parked
+        # (set in the worker thread, the setting stays there; the caller's is untouched).
+        threads = max(1, (os.cpu_count() or 1) - 2)
+        with ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="taskrank-merge", initializer=torch.set_num_threads,
+            initargs=(threads,),
+        ) as worker:  # fmt: skip
             pending: tuple[_PlanItem, Future[tuple[torch.Tensor, str | None]]] | None = None
             for item in _progress(items, progress, "merging"):
-                future = pool.submit(_merge_tensor, item, base, scaled)
+                future = worker.submit(_merge_tensor, item, base, scaled)
                 if pending is not None:
                     finish(*pending, consume)
                 pending = (item, future)
             if pending is not None:
                 finish(*pending, consume)
 
+    for src in checkpoints:
+        src.pool = pool
     try:
         if out is None:
             state: dict[str, torch.Tensor] = {}
@@ -257,8 +287,13 @@ def merge(
         with atomic_dir(out, overwrite=overwrite) as tmp:
             specs = [TensorSpec(i.name, i.shape, i.out_dtype) for i in items]
             writer = ShardedSafetensorsWriter(tmp, specs, max_shard_size)
+
+            def write(item: _PlanItem, tensor: torch.Tensor) -> None:
+                writer.write(item.name, tensor)
+                _give_back(base, tensor)  # on disk now: its buffer can take the next read
+
             try:
-                run(lambda item, tensor: writer.write(item.name, tensor))
+                run(write)
                 writer.close()
             finally:
                 writer.abort()
@@ -272,9 +307,10 @@ def merge(
         log.info("%s", report.summary())
         return MergeResult(report=report, path=Path(out))
     finally:
-        for src in {id(s): s for s in (base, *[x for _, f, p in vector.inputs() for x in (f, p)])}.values():
-            if isinstance(src, Checkpoint):
-                src.close()
+        log.debug("read buffers: %d of %d recycled", pool.reused, pool.taken)
+        for src in checkpoints:
+            src.pool = None
+            src.close()
 
 
 def _json(obj: Any) -> str:

@@ -200,6 +200,8 @@ class TaskVector:
                 delta = a.sub_(b)  # `a` is a fresh buffer read for this call
             else:
                 delta = a.float() - b.float()
+                _give_back(ft, a)
+            _give_back(pre, b)
             if coef != 1.0:
                 delta.mul_(coef)
             if total is None:
@@ -208,9 +210,19 @@ class TaskVector:
                 if total.shape != delta.shape:
                     rows = min(total.shape[0], delta.shape[0])
                     total, delta = total[:rows], delta[:rows]
-                total = total + delta
+                summed = total + delta
+                self.give_back(total)
+                self.give_back(delta)
+                total = summed
         assert total is not None  # a vector always has at least one term
         return total
+
+    def give_back(self, tensor: torch.Tensor) -> None:
+        """Return a tensor from :meth:`get` to its checkpoint's read buffers (see
+        :class:`~taskrank.checkpoints.formats.BufferPool`); a no-op outside a merge."""
+        for t in self._terms:
+            _give_back(t.finetuned, tensor)
+            _give_back(t.pretrained, tensor)
 
     def unpaired(self) -> list[str]:
         """Tensors of a fine-tuned or pretrained checkpoint with no counterpart in the other
@@ -228,6 +240,13 @@ class TaskVector:
 
     def inputs(self) -> list[tuple[float, Any, Any]]:
         return [(t.coef, t.finetuned, t.pretrained) for t in self._terms]
+
+
+def _give_back(source: Any, tensor: torch.Tensor) -> None:
+    """Hand ``tensor``'s buffer back to the read pool of ``source``, if it reads through one."""
+    pool = getattr(source, "pool", None)
+    if pool is not None:
+        pool.give(tensor)
 
 
 def _check_pair(

@@ -7,44 +7,43 @@ cache). Weights are read from safetensors (single file or sharded with an index)
 Safetensors tensors are read with plain positioned reads rather than a memory map, so a
 tensor that has been used does not stay resident: reading three 1 GB checkpoints costs the
 memory of the tensors in hand, not 3 GB of mapped pages.
+
+The names below are imported on first use: ``layout``, ``hashing`` and ``resolve`` need no
+torch, so the command line can locate and start hashing weight files while torch loads.
 """
 
 from __future__ import annotations
 
-from .checkpoint import (
-    Checkpoint,
-    StateDictSource,
-    TensorSource,
-    as_source,
-    copy_non_weight_files,
-    fingerprint,
-    sha256_file,
-)
-from .formats import (
-    BIN_INDEX,
-    BIN_SINGLE,
-    SAFE_INDEX,
-    SAFE_SINGLE,
-    ShardedSafetensorsWriter,
-    TensorSpec,
-    parse_size,
-)
-from .resolve import resolve_checkpoint
+import importlib
+from typing import Any
 
-__all__ = [
-    "BIN_INDEX",
-    "BIN_SINGLE",
-    "SAFE_INDEX",
-    "SAFE_SINGLE",
-    "Checkpoint",
-    "ShardedSafetensorsWriter",
-    "StateDictSource",
-    "TensorSource",
-    "TensorSpec",
-    "as_source",
-    "copy_non_weight_files",
-    "fingerprint",
-    "parse_size",
-    "resolve_checkpoint",
-    "sha256_file",
-]
+_LAZY = {
+    "Checkpoint": "checkpoint",
+    "StateDictSource": "checkpoint",
+    "TensorSource": "checkpoint",
+    "as_source": "checkpoint",
+    "copy_non_weight_files": "checkpoint",
+    "fingerprint": "checkpoint",
+    "ShardedSafetensorsWriter": "formats",
+    "TensorSpec": "formats",
+    "parse_size": "formats",
+    "read_ahead": "hashing",
+    "sha256_file": "hashing",
+    "BIN_INDEX": "layout",
+    "BIN_SINGLE": "layout",
+    "SAFE_INDEX": "layout",
+    "SAFE_SINGLE": "layout",
+    "weight_files": "layout",
+    "resolve_checkpoint": "resolve",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

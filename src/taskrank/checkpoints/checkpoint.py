@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -15,18 +14,10 @@ from typing import Any, BinaryIO, Protocol
 import torch
 
 from ..errors import CheckpointError
-from .formats import (
-    BIN_INDEX,
-    BIN_SINGLE,
-    SAFE_INDEX,
-    SAFE_SINGLE,
-    WEIGHT_INDEXES,
-    WEIGHT_SUFFIXES,
-    _Entry,
-    _read_entry,
-    _read_safetensors_header,
-)
-from .resolve import _in_hub_cache, resolve_checkpoint
+from . import hashing
+from .formats import BufferPool, _Entry, _read_entry, _read_safetensors_header
+from .layout import WEIGHT_INDEXES, WEIGHT_SUFFIXES, _in_hub_cache, weight_files
+from .resolve import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -70,33 +61,6 @@ def _load_bin(file: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-_HASH_LOCK = threading.Lock()
-
-
-def _cached_sha256(file: Path) -> str | None:
-    st = file.stat()
-    with _HASH_LOCK:
-        return _HASH_CACHE.get((str(file.resolve()), st.st_size, st.st_mtime_ns))
-
-
-def sha256_file(file: Path, chunk: int = 8 * 1024 * 1024) -> str:
-    """sha256 of a file, memoised per (path, size, mtime)."""
-    st = file.stat()
-    key = (str(file.resolve()), st.st_size, st.st_mtime_ns)
-    with _HASH_LOCK:
-        if key in _HASH_CACHE:
-            return _HASH_CACHE[key]
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    value = digest.hexdigest()
-    with _HASH_LOCK:
-        _HASH_CACHE[key] = value
-    return value
-
-
 class _StreamingHash:
     """sha256 of a file computed from the reads a merge makes anyway: while tensors are read
     in on-disk order, their bytes feed the digest, and only what was skipped is read again."""
@@ -108,7 +72,7 @@ class _StreamingHash:
             self.digest.update(handle.read(data_start))
         self.pos = data_start
 
-    def feed(self, begin: int, end: int, data: bytearray) -> None:
+    def feed(self, begin: int, end: int, data: memoryview) -> None:
         if begin == self.pos:
             self.digest.update(data)
             self.pos = end
@@ -118,10 +82,8 @@ class _StreamingHash:
             handle.seek(self.pos)
             while block := handle.read(chunk):
                 self.digest.update(block)
-        st = self.file.stat()
         value = self.digest.hexdigest()
-        with _HASH_LOCK:
-            _HASH_CACHE[(str(self.file.resolve()), st.st_size, st.st_mtime_ns)] = value
+        hashing.remember(self.file, value)
         return value
 
 
@@ -151,6 +113,8 @@ class Checkpoint:
         self._bin_cache: tuple[Path, dict[str, torch.Tensor]] | None = None
         self._handles: dict[Path, BinaryIO] = {}
         self._hashes: dict[Path, _StreamingHash] = {}
+        #: where get() reads safetensors tensors into (set by a merge, which gives them back)
+        self.pool: BufferPool | None = None
         self.weight_files = self._discover()
 
     def __repr__(self) -> str:
@@ -169,41 +133,14 @@ class Checkpoint:
             raise CheckpointError(f"{cfg} is not a JSON object")
         return data
 
-    def _index_files(self, index: Path) -> list[Path]:
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"corrupt shard index {index}: {exc}") from exc
-        files = sorted({self.path / f for f in weight_map.values()})
-        missing = [str(f) for f in files if not f.exists()]
-        if missing:
-            raise CheckpointError(f"shard index {index} names missing file(s): {', '.join(missing)}")
-        return files
-
     def _discover(self) -> list[Path]:
-        p = self.path
-        if (p / SAFE_INDEX).exists():
-            files = self._index_files(p / SAFE_INDEX)
-            self.format = "safetensors"
-        elif (p / SAFE_SINGLE).exists():
-            files = [p / SAFE_SINGLE]
-            self.format = "safetensors"
-        elif (p / BIN_INDEX).exists():
-            files = self._index_files(p / BIN_INDEX)
-            self.format = "bin"
-        elif (p / BIN_SINGLE).exists():
-            files = [p / BIN_SINGLE]
-            self.format = "bin"
-        else:
-            raise CheckpointError(
-                f"no weights in {p}: expected {SAFE_SINGLE}, {SAFE_INDEX}, {BIN_SINGLE} or {BIN_INDEX}"
-            )
+        self.format, files = weight_files(self.path)
         if self.format == "safetensors":
             for f in files:
                 entries, _ = _read_safetensors_header(f)
                 clash = entries.keys() & self._entries.keys()
                 if clash:
-                    raise CheckpointError(f"tensor {sorted(clash)[0]!r} appears in two shards of {p}")
+                    raise CheckpointError(f"tensor {sorted(clash)[0]!r} appears in two shards of {self.path}")
                 self._entries.update(entries)
         else:
             for f in files:
@@ -260,13 +197,15 @@ class Checkpoint:
                 except OSError as exc:
                     raise CheckpointError(f"cannot open {entry.file}: {exc}") from exc
                 self._handles[entry.file] = handle
-                if _cached_sha256(entry.file) is None:
+                if not hashing.is_known(entry.file):  # not hashed, nor being hashed ahead
                     start = min(e.begin for e in self._entries.values() if e.file == entry.file)
                     self._hashes[entry.file] = _StreamingHash(entry.file, start)
             stream = self._hashes.get(entry.file)
             if stream is None or entry.begin != stream.pos:
-                return _read_entry(handle, entry)
-            return _read_entry(handle, entry, lambda data: stream.feed(entry.begin, entry.end, data))
+                return _read_entry(handle, entry, pool=self.pool)
+            return _read_entry(
+                handle, entry, lambda data: stream.feed(entry.begin, entry.end, data), pool=self.pool
+            )
         file = self._bin_map[key]
         if self._bin_cache is None or self._bin_cache[0] != file:
             self._bin_cache = None  # drop the previous shard before mapping the next
@@ -290,7 +229,7 @@ class Checkpoint:
         stream = self._hashes.pop(file, None)
         if stream is not None:
             return stream.finish()
-        return sha256_file(file)
+        return hashing.sha256_file(file)
 
     def sha256(self) -> str:
         """sha256 over the weight files (each file's sha256, in name order). Files read in

@@ -6,17 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import CheckpointError
-from .formats import _HUB_FILES
-
-
-def _in_hub_cache(path: Path) -> tuple[str, str] | None:
-    """(repo id, commit) when ``path`` is a snapshot folder of the hub cache."""
-    if path.parent.name != "snapshots":
-        return None
-    repo_folder = path.parent.parent.name  # models--org--name
-    if not repo_folder.startswith("models--"):
-        return None
-    return repo_folder[len("models--") :].replace("--", "/"), path.name
+from .layout import _HUB_FILES
 
 
 def resolve_checkpoint(ref: str | os.PathLike[str], revision: str | None = None) -> Path:

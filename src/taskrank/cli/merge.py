@@ -34,6 +34,10 @@ def merge_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or report."),
 ) -> None:
     """Merge a ranker with a domain task vector: θ_ranker + α·(θ_domain − θ_pretrained)."""
+    # Hash the local inputs for the model card while torch loads (none of this imports torch).
+    from ..checkpoints.hashing import read_ahead
+
+    read_ahead(f for ref in (ranker, domain, pretrained) for f in _local_weight_files(ref))
     from ..arithmetic import merge
 
     result = merge(
@@ -57,6 +61,21 @@ def merge_command(
         for name, reason in result.report.unchanged.items():
             typer.echo(f"  unchanged: {name} ({reason})")
         typer.echo(f"wrote {result.path} (model card: {result.path}/README.md)")
+
+
+def _local_weight_files(ref: str) -> list[Path]:
+    """The weight files of a local checkpoint folder outside the hub cache (whose snapshots are
+    recorded by revision, not hashed); none for a hub id or a folder without weights."""
+    from ..checkpoints.layout import _in_hub_cache, weight_files
+    from ..errors import CheckpointError
+
+    path = Path(ref).expanduser()
+    if not path.is_dir() or _in_hub_cache(path):
+        return []
+    try:
+        return weight_files(path)[1]
+    except CheckpointError:
+        return []  # the merge itself reports the folder's problem, with its context
 
 
 def register(app: typer.Typer) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..atomic import atomic_dir
 from ..errors import DataError
+from ..paths import cache_root
 from .formats import Corpus, PathLike, Qrels, Queries, load_corpus, load_queries, read_qrels
 
 logger = logging.getLogger(__name__)
@@ -76,8 +77,7 @@ class BeirDataset:
 
 def default_cache_dir() -> Path:
     """``$TASKRANK_CACHE/beir`` if set, else ``~/.cache/taskrank/beir``."""
-    root = os.environ.get("TASKRANK_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "taskrank") / "beir"
+    return cache_root() / "beir"
 
 
 def _md5(path: Path) -> str:

@@ -139,7 +139,7 @@ def _hub_config_only(ref: str, revision: str | None) -> tuple[Path, str]:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HFValidationError
 
-    from ..checkpoints.resolve import _in_hub_cache
+    from ..checkpoints.layout import _in_hub_cache
 
     try:
         snapshot = Path(hf_hub_download(ref, "config.json", revision=revision)).parent

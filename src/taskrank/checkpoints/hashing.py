@@ -1,0 +1,244 @@
+"""sha256 of weight files, for the record of a merge's inputs, computed off the critical path.
+
+Hashing costs about half a second of one core per GB, as much as reading the file from a fast
+disk. A merge needs the hashes of its local inputs only for the model card it writes last, so
+:func:`read_ahead` starts them as soon as the inputs are known: the kernel is asked to read
+the files into the page cache (``posix_fadvise(WILLNEED)``) and one background thread hashes
+them, alongside the torch import and the arithmetic, whose reads then mostly come from memory.
+When the inputs would not fit in half the free memory, nothing is started ahead, since the
+merge would then read every file twice from disk; a :class:`~taskrank.checkpoints.Checkpoint`
+instead hashes the bytes its tensor reads bring in.
+
+Hashes are also kept on disk, in ``$TASKRANK_CACHE/sha256`` (default ``~/.cache/taskrank``),
+keyed by the file's path, device, inode, size, modification and status-change times, as
+``git`` and ``make`` trust a file's stat data: merging the same inputs again (an α sweep from
+the command line, say) hashes nothing. Any change to the file, even one that restores its
+modification time, changes its status-change time and so misses the cache.
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import NamedTuple
+
+from ..atomic import write_json
+from ..errors import CheckpointError
+from ..paths import cache_root
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024 * 1024
+
+
+class _Key(NamedTuple):
+    """What identifies one state of a file."""
+
+    path: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+_LOCK = threading.Lock()
+_DONE: dict[_Key, str] = {}  # known hashes (this process)
+_AHEAD: dict[_Key, Future[str]] = {}  # hashes being computed in the background
+_HEX = frozenset("0123456789abcdef")
+
+
+def _key(file: Path) -> _Key:
+    st = file.stat()
+    return _Key(str(file.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _stored(key: _Key) -> Path:
+    name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:40]
+    return cache_root() / "sha256" / f"{name}.json"
+
+
+def _load(key: _Key) -> str | None:
+    """The hash recorded on disk for exactly this file state, if any."""
+    path = _stored(key)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.debug("ignoring unreadable hash cache entry %s: %s", path, exc)
+        return None
+    value = record.get("sha256") if isinstance(record, dict) else None
+    if not isinstance(value, str) or record.get("key") != list(key) or len(value) != 64 or set(value) - _HEX:
+        log.debug("ignoring hash cache entry %s: it does not match %s", path, key.path)
+        return None
+    return value
+
+
+def _save(key: _Key, value: str) -> None:
+    path = _stored(key)
+    try:
+        write_json(path, {"key": list(key), "sha256": value})
+    except OSError as exc:  # a read-only home: hashes are then recomputed next time
+        log.warning("cannot record the sha256 of %s in %s: %s", key.path, path.parent, exc)
+
+
+def _known(key: _Key) -> str | None:
+    """From memory, else from disk (then remembered in memory)."""
+    with _LOCK:
+        value = _DONE.get(key)
+    if value is None:
+        value = _load(key)
+        if value is not None:
+            with _LOCK:
+                _DONE[key] = value
+    return value
+
+
+def _record(key: _Key, value: str) -> None:
+    with _LOCK:
+        _DONE[key] = value
+    _save(key, value)
+
+
+def _digest(file: Path) -> str:
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(_CHUNK))  # one buffer for the whole file: no page faults per chunk
+    with open(file, "rb", buffering=0) as handle:
+        while n := handle.readinto(buffer):
+            digest.update(buffer[:n])
+    return digest.hexdigest()
+
+
+def remember(file: Path, value: str) -> None:
+    """Record the sha256 of ``file``, computed elsewhere (e.g. from a merge's own reads)."""
+    _record(_key(file), value)
+
+
+def is_known(file: Path) -> bool:
+    """True when the sha256 of ``file`` is known (here or on disk) or being computed ahead."""
+    key = _key(file)
+    with _LOCK:
+        if key in _AHEAD:
+            return True
+    return _known(key) is not None
+
+
+def sha256_file(file: str | os.PathLike[str]) -> str:
+    """sha256 of a file, memoised per (path, size, mtime); waits for a hash started ahead."""
+    path = Path(file)
+    try:
+        key = _key(path)
+        with _LOCK:
+            ahead = _AHEAD.get(key)
+        if ahead is not None:
+            return ahead.result()
+        value = _known(key)
+        if value is not None:
+            return value
+        value = _digest(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path} to hash it: {exc}") from exc
+    _record(key, value)
+    return value
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel reports as available (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _will_need(files: list[Path]) -> None:
+    """Ask the kernel to read ``files`` into the page cache (readahead; returns before it is done)."""
+    for file in files:
+        try:
+            fd = os.open(file, os.O_RDONLY)
+        except OSError:
+            continue  # the hashing thread reports it
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError as exc:
+            log.debug("readahead of %s not possible: %s", file, exc)
+        finally:
+            os.close(fd)
+
+
+def read_ahead(
+    files: Iterable[str | os.PathLike[str]], *, memory: int | None = None, threads: int | None = None
+) -> list[Path]:
+    """Read ``files`` ahead and start hashing them in the background; return the files whose
+    hashing was started.
+
+    The kernel is asked to bring every file into the page cache, and daemon threads hash those
+    whose sha256 is not known yet; :func:`sha256_file` later waits for the result. Nothing is
+    started when the files together exceed half of ``memory`` (default: :func:`available_memory`;
+    where that is unknown, nothing is started). ``threads`` defaults to one: on the 2-core
+    development machine a second hashing thread only fought the merge for the cores and the
+    disk, and made it slower.
+    """
+    found: dict[_Key, Path] = {}
+    for file in files:
+        path = Path(file)
+        try:
+            found.setdefault(_key(path), path)
+        except OSError:
+            continue  # a missing file is reported by whoever opens it for real
+    total = sum(key.size for key in found)
+    room = available_memory() if memory is None else memory
+    if not found or room is None or total > room // 2:
+        log.debug("not reading %d bytes ahead: %s bytes of memory available", total, room)
+        return []
+    if hasattr(os, "posix_fadvise"):  # the disk brings them in while the CPU hashes or imports
+        threading.Thread(target=_will_need, args=(list(found.values()),), daemon=True).start()
+    jobs: list[tuple[Path, _Key, Future[str]]] = []
+    for key, path in found.items():
+        if _known(key) is not None:
+            continue
+        with _LOCK:
+            if key not in _AHEAD and key not in _DONE:
+                future: Future[str] = Future()
+                _AHEAD[key] = future
+                jobs.append((path, key, future))
+    if not jobs:
+        return []
+    queue = iter(jobs)
+    queue_lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with queue_lock:
+                job = next(queue, None)
+            if job is None:
+                return
+            path, key, future = job
+            try:
+                value = _digest(path)
+            except OSError as exc:
+                with _LOCK:
+                    _AHEAD.pop(key, None)
+                future.set_exception(exc)
+                continue
+            _record(key, value)
+            with _LOCK:
+                _AHEAD.pop(key, None)
+            future.set_result(value)
+
+    count = min(threads or 1, len(jobs))
+    for i in range(count):
+        threading.Thread(target=work, name=f"taskrank-sha256-{i}", daemon=True).start()
+    return [path for path, _, _ in jobs]

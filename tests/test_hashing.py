@@ -1,0 +1,150 @@
+"""File hashes for model cards (computed ahead, kept on disk) and the merge's recycled read buffers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from taskrank.arithmetic import merge
+from taskrank.checkpoints import Checkpoint, hashing
+from taskrank.checkpoints.formats import BufferPool
+from taskrank.cli.merge import _local_weight_files
+from taskrank.errors import CheckpointError
+
+
+@pytest.fixture
+def weights(tmp_path: Path, t5_trio: dict[str, Path]) -> Path:
+    """A private copy of a weight file, so that its hash is unknown to this process."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(t5_trio["domain"], folder)
+    return folder / "model.safetensors"
+
+
+@pytest.fixture(autouse=True)
+def fresh_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKRANK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hashing, "_DONE", {})
+
+
+def plain_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def forbid_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(path: Path) -> str:
+        raise AssertionError(f"{path} was hashed again")
+
+    monkeypatch.setattr(hashing, "_digest", refuse)
+
+
+def test_read_ahead_gives_the_file_sha256_and_the_disk_keeps_it(weights: Path, monkeypatch) -> None:
+    assert hashing.read_ahead([weights, weights], memory=10**12) == [weights]  # once per file
+    assert hashing.is_known(weights)
+    assert hashing.sha256_file(weights) == plain_sha256(weights)
+    assert hashing.read_ahead([weights], memory=10**12) == []  # known: nothing to start
+    # a new process knows only the disk store
+    monkeypatch.setattr(hashing, "_DONE", {})
+    forbid_reading(monkeypatch)
+    assert hashing.sha256_file(weights) == plain_sha256(weights)
+
+
+def test_a_changed_file_is_hashed_again(weights: Path, monkeypatch) -> None:
+    first = hashing.sha256_file(weights)
+    stat = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size; the modification time is put back below
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    monkeypatch.setattr(hashing, "_DONE", {})
+    second = hashing.sha256_file(weights)
+    assert second == plain_sha256(weights) != first
+
+
+def test_a_corrupt_store_entry_is_ignored(weights: Path, monkeypatch) -> None:
+    value = hashing.sha256_file(weights)
+    entry = hashing._stored(hashing._key(weights))
+    assert entry.is_file()
+    for garbage in ("{not json", "[]", '{"key": [], "sha256": "' + value + '"}', '{"sha256": 5}'):
+        entry.write_text(garbage)
+        monkeypatch.setattr(hashing, "_DONE", {})
+        assert hashing.sha256_file(weights) == value
+    entry.write_text('{"key": ' + str(list(hashing._key(weights))).replace("'", '"') + ', "sha256": "zz"}')
+    monkeypatch.setattr(hashing, "_DONE", {})
+    assert hashing.sha256_file(weights) == value
+
+
+def test_nothing_is_hashed_ahead_without_room_in_memory(weights: Path) -> None:
+    assert hashing.read_ahead([weights], memory=weights.stat().st_size) == []  # needs twice its size
+    assert not hashing.is_known(weights)
+
+
+def test_a_file_that_cannot_be_hashed_ahead_is_reported_by_name(tmp_path: Path) -> None:
+    folder = tmp_path / "not-a-file.safetensors"
+    folder.mkdir()
+    assert hashing.read_ahead([folder], memory=10**12) == [folder]
+    with pytest.raises(CheckpointError, match=r"cannot read .*not-a-file\.safetensors to hash it"):
+        hashing.sha256_file(folder)
+    assert not hashing.is_known(folder)
+
+
+def test_merge_card_hashes_come_from_the_store(t5_trio, tmp_path: Path, monkeypatch) -> None:
+    first = merge(t5_trio["ranker"], t5_trio["domain"], t5_trio["pretrained"], alpha=0.5, out=tmp_path / "a")
+    expected = plain_sha256(Path(t5_trio["domain"]) / "model.safetensors")
+    assert first.report.inputs["domain"]["sha256"] == expected
+    monkeypatch.setattr(hashing, "_DONE", {})
+    forbid_reading(monkeypatch)
+    second = merge(t5_trio["ranker"], t5_trio["domain"], t5_trio["pretrained"], alpha=0.7, out=tmp_path / "b")
+    assert second.report.inputs == first.report.inputs
+
+
+def test_the_command_line_finds_local_weight_files_only(t5_trio, tmp_path: Path) -> None:
+    assert _local_weight_files(str(t5_trio["ranker"])) == [Path(t5_trio["ranker"]) / "model.safetensors"]
+    assert _local_weight_files("castorini/monot5-base-msmarco") == []  # a hub id: recorded by revision
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _local_weight_files(str(empty)) == []  # the merge reports it, with context
+    snapshot = tmp_path / "models--org--name" / "snapshots" / "abc123"
+    shutil.copytree(t5_trio["ranker"], snapshot)
+    assert _local_weight_files(str(snapshot)) == []  # hub cache: recorded by revision
+
+
+# --------------------------------------------------------------------------- read buffers
+
+
+def test_buffer_pool_recycles_by_size_and_bounds_what_it_keeps() -> None:
+    pool = BufferPool(limit=100)
+    a = torch.from_numpy(pool.take(64))
+    address = a.data_ptr()
+    pool.give(torch.zeros(16))  # not from this pool: nothing happens
+    pool.give(a)
+    assert torch.from_numpy(pool.take(64)).data_ptr() == address
+    assert (pool.taken, pool.reused) == (2, 1)
+    assert torch.from_numpy(pool.take(32)).data_ptr() != address  # another size: a new buffer
+    b, c = torch.from_numpy(pool.take(60)), torch.from_numpy(pool.take(60))
+    pool.give(b)
+    pool.give(c)  # 120 bytes idle > 100: the oldest (b) is dropped
+    kept = {torch.from_numpy(pool.take(60)).data_ptr(), torch.from_numpy(pool.take(60)).data_ptr()}
+    assert c.data_ptr() in kept and b.data_ptr() not in kept
+
+
+def test_merge_recycles_buffers_and_leaves_torch_threads_alone(t5_trio, tmp_path, monkeypatch) -> None:
+    pools: list[BufferPool] = []
+    real = BufferPool.__init__
+
+    def spy(self: BufferPool, limit: int) -> None:
+        real(self, limit)
+        pools.append(self)
+
+    monkeypatch.setattr(BufferPool, "__init__", spy)
+    threads = torch.get_num_threads()
+    merge(t5_trio["ranker"], t5_trio["domain"], t5_trio["pretrained"], alpha=0.7, out=tmp_path / "m")
+    assert torch.get_num_threads() == threads
+    (pool,) = pools
+    assert pool.reused > pool.taken // 2  # the tiny model repeats its shapes layer after layer
+    ckpt = Checkpoint(t5_trio["ranker"])
+    assert ckpt.pool is None  # a plain checkpoint reads into memory it hands over for good
