@@ -3,13 +3,15 @@
 Compares, in one run, with the checkpoints evicted from the page cache before each command
 (cold, through posix_fadvise DONTNEED on the weight files only, so Python and torch start warm
 for every method) or cached (`--cache warm`):
-  (a) taskrank merge (streaming, one tensor at a time),
+  (a) taskrank merge (streaming, one tensor at a time), twice: for inputs new to it (an empty
+      hash store, so the model card's sha256 of the three inputs is computed) and for inputs
+      merged before (their hashes come from the store an earlier merge left in $TASKRANK_CACHE),
   (b) the approach of the paper's scripts: load the three full models, subtract and add whole
       state dicts, save the result,
   (c) the raw I/O floor: read the three checkpoints once (cat > /dev/null) and write one (cp).
 Peak RSS and wall time come from /usr/bin/time -v.
 
-    .venv/bin/python benchmarks/bench_merge.py [--work bench-work/merge] [--repeats 2] [--cache cold|warm]
+    .venv/bin/python benchmarks/bench_merge.py [--work bench-work/merge] [--repeats 5] [--cache cold|warm]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,6 +137,7 @@ def main() -> None:
     shutil.rmtree(known_store, ignore_errors=True)
     subprocess.run(taskrank, check=True, env={**os.environ, "TASKRANK_CACHE": str(known_store)})
     results: dict[str, tuple[float, float]] = {}
+    walls: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(args.repeats):
         for name, (cmd, shell) in methods.items():
             shutil.rmtree(out, ignore_errors=True)
@@ -150,6 +154,7 @@ def main() -> None:
             wall, rss = timed(cmd, shell, env)
             if name == NEW:
                 shutil.rmtree(env["TASKRANK_CACHE"])
+            walls[name].append(wall)
             best = results.get(name)
             results[name] = (min(wall, best[0]) if best else wall, max(rss, best[1]) if best else rss)
     shutil.rmtree(out, ignore_errors=True)
@@ -157,9 +162,15 @@ def main() -> None:
     print(
         f"one checkpoint: {size:.2f} GB (float32, t5-base shape); best of {args.repeats} runs, {args.cache} cache"
     )
-    print(f"{'method':36s} {'wall s':>8s} {'× floor':>8s} {'peak RSS GB':>12s} {'× ckpt':>7s}")
+    print(f"{os.cpu_count()} CPUs; wall: best of the runs (median in brackets); peak RSS: largest")
+    print(
+        f"{'method':36s} {'wall s':>8s} {'× floor':>8s} {'(median ×)':>11s} {'peak RSS GB':>12s} {'× ckpt':>7s}"
+    )
     for name, (wall, rss) in results.items():
-        print(f"{name:36s} {wall:8.2f} {wall / floor:8.2f} {rss:12.2f} {rss / size:7.2f}")
+        median = statistics.median(walls[name]) / statistics.median(walls["I/O floor (cat 3 + cp 1)"])
+        print(
+            f"{name:36s} {wall:8.2f} {wall / floor:8.2f} {f'({median:.2f})':>11s} {rss:12.2f} {rss / size:7.2f}"
+        )
 
 
 if __name__ == "__main__":

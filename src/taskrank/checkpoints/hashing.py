@@ -2,9 +2,9 @@
 
 Hashing costs about half a second of one core per GB, as much as reading the file from a fast
 disk. A merge needs the hashes of its local inputs only for the model card it writes last, so
-:func:`read_ahead` starts them as soon as the inputs are known: the kernel is asked to read
-the files into the page cache (``posix_fadvise(WILLNEED)``) and one background thread hashes
-them, alongside the torch import and the arithmetic, whose reads then mostly come from memory.
+:func:`read_ahead` starts them as soon as the inputs are known: one background thread reads
+the files front to back into the page cache, and another hashes them behind it, alongside the
+torch import and the arithmetic, whose reads then mostly come from memory.
 When the inputs would not fit in half the free memory, nothing is started ahead, since the
 merge would then read every file twice from disk; a :class:`~taskrank.checkpoints.Checkpoint`
 instead hashes the bytes its tensor reads bring in.
@@ -36,7 +36,7 @@ from ..paths import cache_root
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 64 * 1024 * 1024
+_CHUNK = 16 * 1024 * 1024
 
 
 class _Key(NamedTuple):
@@ -163,19 +163,20 @@ def available_memory() -> int | None:
     return None
 
 
-def _will_need(files: list[Path]) -> None:
-    """Ask the kernel to read ``files`` into the page cache (readahead; returns before it is done)."""
+def _read_through(files: list[Path], chunk: int = 8 * 1024 * 1024) -> None:
+    """Read ``files`` once, front to back, into one reused buffer: they land in the page cache.
+
+    A merge reads its inputs side by side, a tensor from each in turn; on the development
+    machine's disk that pattern reads 2.7 GB in about 3 s, where one sequential pass takes 1.2 s
+    (and ``posix_fadvise(WILLNEED)`` brought nothing in there)."""
+    buffer = memoryview(bytearray(chunk))
     for file in files:
         try:
-            fd = os.open(file, os.O_RDONLY)
-        except OSError:
-            continue  # the hashing thread reports it
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        except OSError as exc:
-            log.debug("readahead of %s not possible: %s", file, exc)
-        finally:
-            os.close(fd)
+            with open(file, "rb", buffering=0) as handle:
+                while handle.readinto(buffer):
+                    pass
+        except OSError as exc:  # whoever opens the file for real reports the problem
+            log.debug("reading %s ahead failed: %s", file, exc)
 
 
 def read_ahead(
@@ -184,12 +185,12 @@ def read_ahead(
     """Read ``files`` ahead and start hashing them in the background; return the files whose
     hashing was started.
 
-    The kernel is asked to bring every file into the page cache, and daemon threads hash those
-    whose sha256 is not known yet; :func:`sha256_file` later waits for the result. Nothing is
+    A daemon thread reads every file once into the page cache, and others hash those whose
+    sha256 is not known yet; :func:`sha256_file` later waits for the result. Nothing is
     started when the files together exceed half of ``memory`` (default: :func:`available_memory`;
-    where that is unknown, nothing is started). ``threads`` defaults to one: on the 2-core
-    development machine a second hashing thread only fought the merge for the cores and the
-    disk, and made it slower.
+    where that is unknown, nothing is started). ``threads`` (hashing threads) defaults to one
+    per file, leaving two cores to the merge, and at least two: on the 2-core development
+    machine two threads finished a merge of three new 0.9 GB inputs sooner than one or three.
     """
     found: dict[_Key, Path] = {}
     for file in files:
@@ -203,8 +204,8 @@ def read_ahead(
     if not found or room is None or total > room // 2:
         log.debug("not reading %d bytes ahead: %s bytes of memory available", total, room)
         return []
-    if hasattr(os, "posix_fadvise"):  # the disk brings them in while the CPU hashes or imports
-        threading.Thread(target=_will_need, args=(list(found.values()),), daemon=True).start()
+    # the disk brings them in while the CPU imports torch and hashes (behind, from memory)
+    threading.Thread(target=_read_through, args=(list(found.values()),), daemon=True).start()
     jobs: list[tuple[Path, _Key, Future[str]]] = []
     for key, path in found.items():
         if _known(key) is not None:
@@ -238,7 +239,7 @@ def read_ahead(
                 _AHEAD.pop(key, None)
             future.set_result(value)
 
-    count = min(threads or 1, len(jobs))
+    count = min(threads or max(2, (os.cpu_count() or 2) - 2), len(jobs))
     for i in range(count):
         threading.Thread(target=work, name=f"taskrank-sha256-{i}", daemon=True).start()
     return [path for path, _, _ in jobs]
