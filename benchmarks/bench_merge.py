@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 NEW = "taskrank merge, new inputs"
 KNOWN = "taskrank merge, inputs hashed before"
+BASELINE = "baseline (--baseline), new inputs"
 
 
 def build(work: Path) -> dict[str, Path]:
@@ -106,6 +107,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "bench-work" / "merge")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--cache", choices=("cold", "warm"), default="cold")
+    ap.add_argument(
+        "--baseline", type=Path, metavar="SRC",
+        help="also time the merge of another taskrank source tree (its src/ folder), e.g. a git "
+        "worktree of an earlier commit, with an empty hash store",
+    )  # fmt: skip
     args = ap.parse_args()
     drop = Path("/proc/sys/vm/drop_caches")
     if args.cache == "cold" and not (drop.exists() and os.access(drop, os.W_OK)):
@@ -131,6 +137,8 @@ def main() -> None:
         NEW: (taskrank, False),
         KNOWN: (taskrank, False),
     }  # fmt: skip
+    if args.baseline is not None:
+        methods[BASELINE] = ([PY, "-c", "from taskrank.cli import main; main()", *taskrank[1:]], False)
     # NEW: an empty hash store, as for inputs merged for the first time (the card's sha256 of
     # the three inputs is computed); KNOWN: the store an earlier merge of the same inputs left.
     known_store = args.work / "hash-store"
@@ -142,8 +150,10 @@ def main() -> None:
         for name, (cmd, shell) in methods.items():
             shutil.rmtree(out, ignore_errors=True)
             env = None
-            if name == NEW:
+            if name in (NEW, BASELINE):
                 env = {**os.environ, "TASKRANK_CACHE": tempfile.mkdtemp(prefix="taskrank-bench-")}
+                if name == BASELINE:
+                    env["PYTHONPATH"] = str(args.baseline.resolve())
             elif name == KNOWN:
                 env = {**os.environ, "TASKRANK_CACHE": str(known_store)}
             os.sync()  # no write-back of an earlier output runs during the timed command
@@ -152,7 +162,7 @@ def main() -> None:
             else:
                 subprocess.run(["cat", *files.split()], stdout=subprocess.DEVNULL, check=True)
             wall, rss = timed(cmd, shell, env)
-            if name == NEW:
+            if name in (NEW, BASELINE):
                 shutil.rmtree(env["TASKRANK_CACHE"])
             walls[name].append(wall)
             best = results.get(name)
