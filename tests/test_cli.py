@@ -36,3 +36,40 @@ def test_usage_errors_exit_2_without_traceback():
             or "Invalid value" in proc.stderr
             or "Missing option" in proc.stderr
         )
+
+
+ENTRY = [sys.executable, "-c", "from taskrank.cli import entry; entry()"]
+
+
+def test_the_console_script_ends_promptly_with_main_s_exit_codes_and_output(tmp_path):
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "taskrank"]
+    assert script.value == "taskrank.cli:entry"
+
+    def entry(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ENTRY, *args], capture_output=True, text=True, timeout=120)
+
+    proc = entry("--version")
+    assert (proc.returncode, proc.stdout) == (0, f"taskrank {__version__}\n")  # flushed before _exit
+    proc = entry("no-such-command")
+    assert proc.returncode == 2 and "No such command" in proc.stderr
+    missing = tmp_path / "no-such-dir"
+    proc = entry(
+        "merge",
+        "-r",
+        str(missing),
+        "-d",
+        str(missing),
+        "-p",
+        str(missing),
+        "-a",
+        "1",
+        "-o",
+        str(tmp_path / "o"),
+    )
+    assert (
+        proc.returncode == 2
+        and proc.stderr.startswith("error: checkpoint directory")
+        and "Traceback" not in proc.stderr
+    )
