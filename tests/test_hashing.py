@@ -148,3 +148,19 @@ def test_merge_recycles_buffers_and_leaves_torch_threads_alone(t5_trio, tmp_path
     assert pool.reused > pool.taken // 2  # the tiny model repeats its shapes layer after layer
     ckpt = Checkpoint(t5_trio["ranker"])
     assert ckpt.pool is None  # a plain checkpoint reads into memory it hands over for good
+
+
+def test_read_ahead_starts_one_reader_per_file_state(weights: Path, monkeypatch) -> None:
+    started: list[list[Path]] = []
+    monkeypatch.setattr(hashing, "_READ", set())
+    monkeypatch.setattr(hashing, "_read_through", lambda files: started.append(files))
+    hashing.read_ahead([weights], memory=10**12)
+    hashing.read_ahead([weights], memory=10**12)  # the command line, then merge(): read once
+    assert started == [[weights]]
+    assert hashing.read_ahead([weights], memory=1) == []  # no room: neither read nor hashed
+    assert started == [[weights]]
+
+
+def test_the_reader_process_reads_and_never_fails(weights: Path, tmp_path: Path) -> None:
+    process = hashing._read_through([tmp_path / "missing.safetensors", weights])
+    assert process is not None and process.wait(timeout=60) == 0  # a missing file is skipped

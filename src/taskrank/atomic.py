@@ -53,9 +53,13 @@ def atomic_dir(out: str | os.PathLike[str], *, overwrite: bool = False) -> Itera
 
 @contextlib.contextmanager
 def atomic_file(
-    path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8"
+    path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8", *, durable: bool = True
 ) -> Iterator[Any]:
-    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success.
+
+    ``durable`` syncs the file to disk before the rename; a cache that tolerates losing an
+    entry in a power cut can skip that (an fsync also waits for unrelated writes of the file
+    system's journal)."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
@@ -66,19 +70,20 @@ def atomic_file(
         with open(tmp, mode, **kwargs) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> None:
+def write_text(path: str | os.PathLike[str], text: str, *, durable: bool = True) -> None:
     """Atomically write ``text`` to ``path``."""
-    with atomic_file(path) as handle:
+    with atomic_file(path, durable=durable) as handle:
         handle.write(text)
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+def write_json(path: str | os.PathLike[str], obj: Any, *, durable: bool = True) -> None:
     """Atomically write ``obj`` as indented JSON to ``path``."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", durable=durable)
