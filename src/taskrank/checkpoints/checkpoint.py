@@ -218,6 +218,10 @@ class Checkpoint:
         self._handles.clear()
         self._bin_cache = None
 
+    def __del__(self) -> None:  # a checkpoint dropped without close() still releases its files
+        if getattr(self, "_handles", None):
+            self.close()
+
     def __enter__(self) -> Checkpoint:
         return self
 
