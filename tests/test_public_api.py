@@ -17,3 +17,21 @@ def test_import_does_not_load_torch():
     code = "import sys, taskrank; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_merge_command_finds_and_hashes_inputs_before_torch_loads():
+    # taskrank merge starts reading and hashing its inputs, then imports torch: the modules it
+    # needs for the first part must not pull torch in.
+    code = (
+        "import sys; import taskrank.cli.merge, taskrank.checkpoints.hashing, taskrank.checkpoints.layout, "
+        "taskrank.checkpoints.resolve; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_checkpoint_names_resolve_lazily():
+    import taskrank.checkpoints as checkpoints
+
+    for name in checkpoints.__all__:
+        assert getattr(checkpoints, name) is not None, name

@@ -217,7 +217,7 @@ def merge(
         for i, (_, ft, pre) in enumerate(vector.inputs()):
             roles_of.update({f"finetuned[{i}]": ft, f"pretrained[{i}]": pre})
 
-    # The card's sha256 of each local input is computed in background threads from now on.
+    # Local inputs are read ahead into the page cache and hashed for the card in the background.
     read_ahead(
         f for src in roles_of.values() if isinstance(src, Checkpoint) and src.repo_id is None
         for f in src.weight_files

@@ -137,7 +137,7 @@ def is_known(file: Path) -> bool:
 
 
 def sha256_file(file: str | os.PathLike[str]) -> str:
-    """sha256 of a file, memoised per (path, size, mtime); waits for a hash started ahead."""
+    """sha256 of a file, memoised per file state (here and on disk); waits for a hash started ahead."""
     path = Path(file)
     try:
         key = _key(path)
