@@ -164,3 +164,35 @@ def test_read_ahead_starts_one_reader_per_file_state(weights: Path, monkeypatch)
 def test_the_reader_process_reads_and_never_fails(weights: Path, tmp_path: Path) -> None:
     process = hashing._read_through([tmp_path / "missing.safetensors", weights])
     assert process is not None and process.wait(timeout=60) == 0  # a missing file is skipped
+
+
+def test_hashing_processes_split_the_files_and_agree_with_hashlib(t5_trio, tmp_path: Path) -> None:
+    copies = []
+    for role in ("ranker", "domain", "pretrained"):
+        shutil.copytree(t5_trio[role], tmp_path / role)
+        copies.append(tmp_path / role / "model.safetensors")
+    assert hashing.read_ahead(copies, memory=10**12, processes=2) == copies
+    assert [hashing.sha256_file(f) for f in copies] == [plain_sha256(f) for f in copies]
+
+
+@pytest.mark.parametrize("failure", ["no process", "garbage", "dies"])
+def test_a_failed_hashing_process_falls_back_to_hashing_here(
+    weights: Path, monkeypatch, failure: str
+) -> None:
+    if failure == "no process":
+        real = hashing.subprocess.Popen
+
+        def popen(args, **kwargs):
+            if hashing._HASHER in args:
+                raise OSError("no more processes")
+            return real(args, **kwargs)
+
+        monkeypatch.setattr(hashing.subprocess, "Popen", popen)
+    else:
+        code = (
+            "print('zz 0'); print('%s 7')" % ("0" * 64) if failure == "garbage" else "import os; os._exit(9)"
+        )
+        monkeypatch.setattr(hashing, "_HASHER", code)
+    assert hashing.read_ahead([weights], memory=10**12) == [weights]
+    assert hashing.sha256_file(weights) == plain_sha256(weights)
+    assert not hashing._AHEAD

@@ -3,15 +3,15 @@
 Hashing costs about half a second of one core per GB, as much as reading the file from a fast
 disk. A merge needs the hashes of its local inputs only for the model card it writes last, so
 :func:`read_ahead` starts them as soon as the inputs are known: a child process reads the
-files front to back into the page cache, and background threads hash them behind it, alongside
-the torch import and the arithmetic, whose reads then mostly come from memory.
+files front to back into the page cache, and other child processes hash them behind it,
+alongside the torch import and the arithmetic, whose reads then mostly come from memory.
 When the inputs would not fit in half the free memory, nothing is started ahead, since the
 merge would then read every file twice from disk; a :class:`~taskrank.checkpoints.Checkpoint`
 instead hashes the bytes its tensor reads bring in.
 
 Hashes are also kept on disk, in ``$TASKRANK_CACHE/sha256`` (default ``~/.cache/taskrank``),
 keyed by the file's path, device, inode, size, modification and status-change times, as
-``git`` and ``make`` trust a file's stat data: merging the same inputs again (an α sweep from
+``git`` trusts a file's stat data: merging the same inputs again (an α sweep from
 the command line, say) hashes nothing. Any change to the file, even one that restores its
 modification time, changes its status-change time and so misses the cache.
 
@@ -54,10 +54,11 @@ class _Key(NamedTuple):
 
 _LOCK = threading.Lock()
 _DONE: dict[_Key, str] = {}  # known hashes (this process)
-_AHEAD: dict[_Key, Future[str]] = {}  # hashes being computed in the background
+_AHEAD: dict[_Key, Future[str | None]] = {}  # hashes being computed (None: not after all)
 _HEX = frozenset("0123456789abcdef")
 _READ: set[_Key] = set()  # files a read-ahead process was started for
 _READERS: list[subprocess.Popen[bytes]] = []  # those processes, kept until they have ended
+_Job = tuple[Path, _Key, "Future[str | None]"]
 
 
 def _key(file: Path) -> _Key:
@@ -144,7 +145,9 @@ def sha256_file(file: str | os.PathLike[str]) -> str:
         with _LOCK:
             ahead = _AHEAD.get(key)
         if ahead is not None:
-            return ahead.result()
+            value = ahead.result()
+            if value is not None:
+                return value
         value = _known(key)
         if value is not None:
             return value
@@ -214,17 +217,19 @@ def _read_through(files: list[Path]) -> subprocess.Popen[bytes] | None:
 
 
 def read_ahead(
-    files: Iterable[str | os.PathLike[str]], *, memory: int | None = None, threads: int | None = None
+    files: Iterable[str | os.PathLike[str]], *, memory: int | None = None, processes: int | None = None
 ) -> list[Path]:
     """Read ``files`` ahead and start hashing them in the background; return the files whose
     hashing was started.
 
-    A child process reads every file once into the page cache, and daemon threads hash those
-    whose sha256 is not known yet; :func:`sha256_file` later waits for the result. Nothing is
-    started when the files together exceed half of ``memory`` (default: :func:`available_memory`;
-    where that is unknown, nothing is started). ``threads`` (hashing threads) defaults to one
-    per file, leaving two cores to the merge, and at least two: on the 2-core development
-    machine two threads finished a merge of three new 0.9 GB inputs sooner than one or three.
+    A child process reads every file once into the page cache, and ``processes`` others hash
+    those whose sha256 is not known yet; :func:`sha256_file` later waits for the result.
+    Nothing is started when the files together exceed half of ``memory`` (default:
+    :func:`available_memory`; where that is unknown, nothing is started). ``processes``
+    defaults to one per file, leaving two cores to the merge, and at least two: on the 2-core
+    development machine two finished a merge of three new 0.9 GB inputs sooner than one or
+    three, and child processes sooner than threads of the merge process (which share its
+    interpreter lock and copy every byte out of the page cache).
     """
     found: dict[_Key, Path] = {}
     for file in files:
@@ -244,40 +249,83 @@ def read_ahead(
         _READ.update(found)
     if fresh:
         _read_through(fresh)
-    jobs: list[tuple[Path, _Key, Future[str]]] = []
+    jobs: list[_Job] = []
     for key, path in found.items():
         if _known(key) is not None:
             continue
         with _LOCK:
             if key not in _AHEAD and key not in _DONE:
-                future: Future[str] = Future()
+                future: Future[str | None] = Future()
                 _AHEAD[key] = future
                 jobs.append((path, key, future))
-    if not jobs:
-        return []
-    queue = iter(jobs)
-    queue_lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with queue_lock:
-                job = next(queue, None)
-            if job is None:
-                return
-            path, key, future = job
-            try:
-                value = _digest(path)
-            except OSError as exc:
-                with _LOCK:
-                    _AHEAD.pop(key, None)
-                future.set_exception(exc)
-                continue
-            _record(key, value)
-            with _LOCK:
-                _AHEAD.pop(key, None)
-            future.set_result(value)
-
-    count = min(threads or max(2, (os.cpu_count() or 2) - 2), len(jobs))
-    for i in range(count):
-        threading.Thread(target=work, name=f"taskrank-sha256-{i}", daemon=True).start()
+    if jobs:
+        _hash_in_children(jobs, min(processes or max(2, (os.cpu_count() or 2) - 2), len(jobs)))
     return [path for path, _, _ in jobs]
+
+
+# Runs in a child process: prints "<sha256> <index>" for each file named on its command line
+# (or "- <index>" for one it could not read), hashing each 32 MB mapped window in place.
+_HASHER = """
+import hashlib, mmap, sys
+for index, name in enumerate(sys.argv[1:]):
+    try:
+        digest = hashlib.sha256()
+        with open(name, "rb") as handle:
+            size = handle.seek(0, 2)
+            for offset in range(0, size, 1 << 25):
+                length = min(1 << 25, size - offset)
+                with mmap.mmap(handle.fileno(), length, offset=offset, access=mmap.ACCESS_READ) as mapped:
+                    with memoryview(mapped) as view:
+                        digest.update(view)
+        print(digest.hexdigest(), index, flush=True)
+    except (OSError, ValueError):
+        print("-", index, flush=True)
+"""
+
+
+def _hash_in_children(jobs: list[_Job], count: int) -> None:
+    """Hash ``jobs`` in ``count`` child processes, the largest files first to the least loaded;
+    a daemon thread per child records each result as it arrives. A file a child could not hash
+    (or a child that died) resolves to None, and :func:`sha256_file` then hashes it itself."""
+    groups: list[list[_Job]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for job in sorted(jobs, key=lambda j: -j[1].size):
+        i = loads.index(min(loads))
+        groups[i].append(job)
+        loads[i] += job[1].size
+    for group in groups:
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _HASHER, *(str(path) for path, _, _ in group)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+        except OSError as exc:
+            log.debug("cannot start a hashing process: %s", exc)
+            _settle(group, {})
+            continue
+        threading.Thread(target=_collect, args=(process, group), daemon=True).start()
+
+
+def _collect(process: subprocess.Popen[str], group: list[_Job]) -> None:
+    results: set[int] = set()
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            value, _, index = line.strip().partition(" ")
+            if len(value) == 64 and not set(value) - _HEX and index.isdigit() and int(index) < len(group):
+                results.add(int(index))
+                _settle([group[int(index)]], {0: value})
+        process.wait()
+    finally:  # whatever happened, nobody is left waiting: the rest are hashed in-process
+        _settle([job for i, job in enumerate(group) if i not in results], {})
+
+
+def _settle(group: list[_Job], values: dict[int, str]) -> None:
+    for i, (_, key, future) in enumerate(group):
+        value = values.get(i)
+        if value is not None:
+            _record(key, value)
+        with _LOCK:
+            _AHEAD.pop(key, None)
+        if not future.done():
+            future.set_result(value)
