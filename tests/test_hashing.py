@@ -183,7 +183,7 @@ def test_a_failed_hashing_process_falls_back_to_hashing_here(
         real = hashing.subprocess.Popen
 
         def popen(args, **kwargs):
-            if hashing._HASHER in args:
+            if hashing._HASHER in args:  # the reader still starts
                 raise OSError("no more processes")
             return real(args, **kwargs)
 

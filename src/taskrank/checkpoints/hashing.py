@@ -20,6 +20,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..atomic import write_json
 from ..errors import CheckpointError
@@ -57,7 +58,34 @@ _DONE: dict[_Key, str] = {}  # known hashes (this process)
 _AHEAD: dict[_Key, Future[str | None]] = {}  # hashes being computed (None: not after all)
 _HEX = frozenset("0123456789abcdef")
 _READ: set[_Key] = set()  # files a read-ahead process was started for
-_READERS: list[subprocess.Popen[bytes]] = []  # those processes, kept until they have ended
+_CHILDREN: list[subprocess.Popen[Any]] = []  # read-ahead and hashing processes still running
+
+
+def _spawn(code: str, files: list[Path], **kwargs: Any) -> subprocess.Popen[Any] | None:
+    """Start ``python -I -S -c code files...``; None (and a debug line) where that fails."""
+    _CHILDREN[:] = [p for p in _CHILDREN if p.poll() is None]  # reap the ones that have ended
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", code, *map(str, files)], stdin=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, **kwargs,
+        )  # fmt: skip
+    except OSError as exc:
+        log.debug("cannot start a read-ahead process: %s", exc)
+        return None
+    _CHILDREN.append(process)
+    return process
+
+
+@atexit.register
+def _stop_children() -> None:
+    """Stop the helpers still running when the interpreter ends: their work is only a hint."""
+    for process in _CHILDREN:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    _CHILDREN.clear()
+
+
 _Job = tuple[Path, _Key, "Future[str | None]"]
 
 
@@ -203,17 +231,7 @@ def _read_through(files: list[Path]) -> subprocess.Popen[bytes] | None:
     down (its page faults contend with the merge's own memory management), hence the separate
     process; ``posix_fadvise(WILLNEED)`` brought nothing in on that machine.
     """
-    _READERS[:] = [p for p in _READERS if p.poll() is None]  # reap the ones that have ended
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _READER, *map(str, files)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-    except OSError as exc:
-        log.debug("cannot start the read-ahead process: %s", exc)
-        return None
-    _READERS.append(process)
-    return process
+    return _spawn(_READER, files, stdout=subprocess.DEVNULL)
 
 
 def read_ahead(
@@ -294,28 +312,23 @@ def _hash_in_children(jobs: list[_Job], count: int) -> None:
         groups[i].append(job)
         loads[i] += job[1].size
     for group in groups:
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _HASHER, *(str(path) for path, _, _ in group)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            )  # fmt: skip
-        except OSError as exc:
-            log.debug("cannot start a hashing process: %s", exc)
+        process = _spawn(_HASHER, [path for path, _, _ in group], stdout=subprocess.PIPE, text=True)
+        if process is None:
             _settle(group, {})
-            continue
-        threading.Thread(target=_collect, args=(process, group), daemon=True).start()
+        else:
+            threading.Thread(target=_collect, args=(process, group), daemon=True).start()
 
 
 def _collect(process: subprocess.Popen[str], group: list[_Job]) -> None:
     results: set[int] = set()
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            value, _, index = line.strip().partition(" ")
-            if len(value) == 64 and not set(value) - _HEX and index.isdigit() and int(index) < len(group):
-                results.add(int(index))
-                _settle([group[int(index)]], {0: value})
-        process.wait()
+        with process:  # closes the pipe and waits for the process
+            assert process.stdout is not None
+            for line in process.stdout:
+                value, _, index = line.strip().partition(" ")
+                if len(value) == 64 and not set(value) - _HEX and index.isdigit() and int(index) < len(group):
+                    results.add(int(index))
+                    _settle([group[int(index)]], {0: value})
     finally:  # whatever happened, nobody is left waiting: the rest are hashed in-process
         _settle([job for i, job in enumerate(group) if i not in results], {})
 
