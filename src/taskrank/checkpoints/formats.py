@@ -97,8 +97,9 @@ class BufferPool:
     """Recycled memory for tensor reads.
 
     Reading into fresh memory costs a page fault per 4 KiB page, and on Linux that is most of
-    the time of a read from the page cache (2.7 GB: 0.78 s into new buffers, 0.15 s into
-    reused ones, on the development machine). A merge reads tensors of a few recurring shapes,
+    the time of a read from the page cache (the tensors of three t5-base checkpoints, 2.7 GB:
+    0.51 s into new buffers, 0.10 s into recycled ones, in ``benchmarks/bench_read.py`` on the
+    development machine). A merge reads tensors of a few recurring shapes,
     so it hands each finished tensor back with :meth:`give` and the next read of that size
     reuses its memory. At most ``limit`` bytes wait idle; the oldest go first.
 

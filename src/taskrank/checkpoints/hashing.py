@@ -224,12 +224,11 @@ for name in sys.argv[1:]:
 def _read_through(files: list[Path]) -> subprocess.Popen[bytes] | None:
     """Start a child process that brings ``files`` into the page cache (see ``_READER``).
 
-    A merge reads its inputs side by side, a tensor from each in turn; on the development
-    machine's disk that pattern read 2.7 GB in about 3 s, a sequential ``read()`` pass in 2 s
-    (1.5 s of it system time, filling freshly allocated buffers) and this mapped pass in 0.8 s
-    with 0.05 s of CPU. Run as a thread of the merge process, the same pass slowed the merge
-    down (its page faults contend with the merge's own memory management), hence the separate
-    process; ``posix_fadvise(WILLNEED)`` brought nothing in on that machine.
+    It reads front to back, while the merge reads its inputs side by side, a tensor from each
+    in turn; from a cold cache, ``benchmarks/bench_read.py`` timed the merge's order at 1.2 s
+    (0.7 s of CPU) for three t5-base checkpoints and this pass at 0.74 s (0.04 s of CPU).
+    ``posix_fadvise(WILLNEED)`` brought nothing in on that machine. The pass runs in its own
+    process: as a thread of the merge, reading ahead slowed the merge down in development runs.
     """
     return _spawn(_READER, files, stdout=subprocess.DEVNULL)
 
@@ -244,10 +243,10 @@ def read_ahead(
     those whose sha256 is not known yet; :func:`sha256_file` later waits for the result.
     Nothing is started when the files together exceed half of ``memory`` (default:
     :func:`available_memory`; where that is unknown, nothing is started). ``processes``
-    defaults to one per file, leaving two cores to the merge, and at least two: on the 2-core
-    development machine two finished a merge of three new 0.9 GB inputs sooner than one or
-    three, and child processes sooner than threads of the merge process (which share its
-    interpreter lock and copy every byte out of the page cache).
+    defaults to one per file, leaving two cores to the merge, and at least two. Two processes
+    hash three t5-base checkpoints in 0.84 s against 1.33 s for one thread
+    (``benchmarks/bench_read.py``, 2 cores); as processes they share no interpreter lock with
+    the merge and hash the mapped file without copying it.
     """
     found: dict[_Key, Path] = {}
     for file in files:

@@ -1,0 +1,160 @@
+"""How to bring three checkpoints in from disk: the read strategies behind `taskrank merge`.
+
+Uses the three t5-base-shaped checkpoints of bench_merge.py (built there if missing) and
+times, best of --repeats rounds, wall and CPU seconds (this process plus its children):
+
+cold (the files evicted from the page cache before each):
+  * read() loop       front to back, one 8 MB buffer reused (what `cat` does)
+  * merge order       a tensor from each file in turn, as the merge reads them, fresh buffers
+  * mapped child      taskrank's read-ahead: a child process faults the files in through mmap
+  * fadvise WILLNEED  posix_fadvise on the three files, 1 s of sleep, then the read() loop
+                      (timed: the loop only; fast if WILLNEED had brought the files in)
+warm (the files cached):
+  * fresh buffers     every tensor of the three files read into new memory
+  * BufferPool        the same reads into recycled buffers, as the merge does
+  * sha256, 1 thread  the three files hashed in this process, one after the other
+  * sha256, 2 procs   taskrank's hashing child processes (two), behind nothing
+
+    .venv/bin/python benchmarks/bench_read.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_merge import ROOT, build
+from taskrank.checkpoints import hashing
+from taskrank.checkpoints.formats import BufferPool, _read_entry, _read_safetensors_header
+
+
+def cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def evict(files: list[Path]) -> None:
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def read_loop(files: list[Path]) -> None:
+    buffer = memoryview(bytearray(8 << 20))
+    for f in files:
+        with open(f, "rb", buffering=0) as handle:
+            while handle.readinto(buffer):
+                pass
+
+
+def tensor_reads(files: list[Path], pool: BufferPool | None) -> Callable[[], None]:
+    entries = [sorted(_read_safetensors_header(f)[0].values(), key=lambda e: e.begin) for f in files]
+
+    def run() -> None:
+        handles = [open(f, "rb") for f in files]  # noqa: SIM115 - closed below
+        try:
+            for row in zip(*entries, strict=True):  # a tensor from each file in turn
+                for handle, entry in zip(handles, row, strict=True):
+                    tensor = _read_entry(handle, entry, pool=pool)
+                    if pool is not None:
+                        pool.give(tensor)
+        finally:
+            for handle in handles:
+                handle.close()
+
+    return run
+
+
+def mapped_child(files: list[Path]) -> None:
+    process = hashing._read_through(files)
+    assert process is not None
+    process.wait()
+
+
+def fadvise_then_read(files: list[Path]) -> float:
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        os.close(fd)
+    time.sleep(1.0)
+    start = time.perf_counter()
+    read_loop(files)
+    return time.perf_counter() - start
+
+
+def sha_in_process(files: list[Path]) -> None:
+    for f in files:
+        digest = hashlib.sha256()
+        buffer = memoryview(bytearray(16 << 20))
+        with open(f, "rb", buffering=0) as handle:
+            while n := handle.readinto(buffer):
+                digest.update(buffer[:n])
+
+
+def sha_children(files: list[Path]) -> None:
+    jobs = [(f, hashing._key(f), Future()) for f in files]
+    for _, key, future in jobs:
+        hashing._AHEAD[key] = future
+    hashing._hash_in_children(jobs, 2)
+    for _, _, future in jobs:
+        assert future.result() is not None
+    hashing._DONE.clear()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=ROOT / "bench-work" / "merge")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    os.environ["TASKRANK_CACHE"] = str(args.work / "bench-read-store")  # never touch the user's store
+    paths = build(args.work)
+    files = [paths[r] / "model.safetensors" for r in ("ranker", "domain", "pretrained")]
+    gb = sum(f.stat().st_size for f in files) / 1e9
+    cold: dict[str, Callable[[], object]] = {
+        "read() loop": lambda: read_loop(files),
+        "merge order, fresh buffers": tensor_reads(files, None),
+        "mapped child (read-ahead)": lambda: mapped_child(files),
+        "fadvise WILLNEED, then read()": lambda: fadvise_then_read(files),
+    }
+    warm: dict[str, Callable[[], object]] = {
+        "fresh buffers": tensor_reads(files, None),
+        "BufferPool": tensor_reads(files, BufferPool(3 * 4 * 32128 * 768)),
+        "sha256, 1 thread": lambda: sha_in_process(files),
+        "sha256, 2 processes": lambda: sha_children(files),
+    }
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(args.repeats):
+        for group, methods in (("cold", cold), ("warm", warm)):
+            for name, fn in methods.items():
+                if group == "cold":
+                    evict(files)
+                else:
+                    read_loop(files)
+                cpu, start = cpu_seconds(), time.perf_counter()
+                inner = fn()
+                wall = inner if isinstance(inner, float) else time.perf_counter() - start
+                used = cpu_seconds() - cpu
+                key = f"{group}: {name}"
+                if key not in best or wall < best[key][0]:
+                    best[key] = (wall, used)
+    print(f"three checkpoints, {gb:.2f} GB in all; best of {args.repeats} rounds; {os.cpu_count()} CPUs")
+    print(f"{'method':42s} {'wall s':>7s} {'CPU s':>7s}")
+    for key, (wall, used) in best.items():
+        print(f"{key:42s} {wall:7.2f} {used:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
