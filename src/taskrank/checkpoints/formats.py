@@ -154,7 +154,7 @@ def _read_entry(
     if n == 0:
         return torch.empty(entry.shape, dtype=entry.dtype)
     buf = pool.take(n) if pool is not None else np.empty(n, dtype=np.uint8)
-    view = memoryview(buf)
+    view = buf.data  # a memoryview of the array
     handle.seek(entry.begin)
     got = handle.readinto(view)
     if got != n:
