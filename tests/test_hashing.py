@@ -36,10 +36,13 @@ def plain_sha256(path: Path) -> str:
 
 
 def forbid_reading(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(path: Path) -> str:
-        raise AssertionError(f"{path} was hashed again")
+    """Fail on any hashing, here or in a child process."""
+
+    def refuse(*args: object) -> str:
+        raise AssertionError(f"hashed again: {args}")
 
     monkeypatch.setattr(hashing, "_digest", refuse)
+    monkeypatch.setattr(hashing, "_hash_in_children", refuse)
 
 
 def test_read_ahead_gives_the_file_sha256_and_the_disk_keeps_it(weights: Path, monkeypatch) -> None:

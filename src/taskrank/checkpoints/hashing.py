@@ -276,7 +276,11 @@ def read_ahead(
                 _AHEAD[key] = future
                 jobs.append((path, key, future))
     if jobs:
-        _hash_in_children(jobs, min(processes or max(2, (os.cpu_count() or 2) - 2), len(jobs)))
+        try:
+            _hash_in_children(jobs, min(processes or max(2, (os.cpu_count() or 2) - 2), len(jobs)))
+        except BaseException:
+            _settle(jobs, {})  # nobody may wait for a hash that will never come
+            raise
     return [path for path, _, _ in jobs]
 
 
