@@ -199,3 +199,20 @@ def test_a_failed_hashing_process_falls_back_to_hashing_here(
     assert hashing.read_ahead([weights], memory=10**12) == [weights]
     assert hashing.sha256_file(weights) == plain_sha256(weights)
     assert not hashing._AHEAD
+
+
+def test_available_memory_respects_a_container_limit(tmp_path: Path, monkeypatch) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       32000000 kB\nMemAvailable:   20000000 kB\n")
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    monkeypatch.setattr(hashing, "_MEMINFO", meminfo)
+    monkeypatch.setattr(hashing, "_CGROUP_FILES", ((limit, usage),))
+    assert hashing.available_memory() == 20000000 * 1024  # no cgroup files: the kernel's figure
+    limit.write_text("max\n")
+    usage.write_text("123\n")
+    assert hashing.available_memory() == 20000000 * 1024  # v2 "max": no limit
+    limit.write_text(f"{4 * 2**30}\n")
+    usage.write_text(f"{3 * 2**30}\n")
+    assert hashing.available_memory() == 2**30  # the container leaves 1 GiB
+    meminfo.write_text("nothing useful\n")
+    assert hashing.available_memory() is None

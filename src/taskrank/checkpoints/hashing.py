@@ -186,16 +186,36 @@ def sha256_file(file: str | os.PathLike[str]) -> str:
     return value
 
 
+_MEMINFO = Path("/proc/meminfo")
+# (limit, usage) files of the memory cgroup as a container sees it, v2 then v1: the page cache
+# of a container counts against its limit
+_V1 = Path("/sys/fs/cgroup/memory")
+_CGROUP_FILES = (
+    (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),
+    (_V1 / "memory.limit_in_bytes", _V1 / "memory.usage_in_bytes"),
+)
+
+
 def available_memory() -> int | None:
-    """Bytes the kernel reports as available (Linux ``MemAvailable``), or None where unknown."""
+    """Bytes this process can still fill: Linux's ``MemAvailable``, or less when a memory
+    cgroup (a container's limit) leaves less room; None where unknown."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+        with open(_MEMINFO, encoding="ascii") as handle:
+            lines = [line for line in handle if line.startswith("MemAvailable:")]
+        room = int(lines[0].split()[1]) * 1024 if lines else None
+    except (OSError, ValueError):
         return None
-    return None
+    if room is None:
+        return None
+    for limit_file, usage_file in _CGROUP_FILES:
+        try:
+            limit, usage = limit_file.read_text().strip(), int(usage_file.read_text().strip())
+        except (OSError, ValueError):
+            continue  # no such cgroup version here
+        if limit.isdigit():  # "max" (v2) means no limit
+            room = min(room, max(0, int(limit) - usage))
+        break
+    return room
 
 
 # Runs in a child process (python -I -S -c ...): brings the files named on its command line
