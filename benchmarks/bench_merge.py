@@ -90,16 +90,15 @@ def timed(
     return int(h or 0) * 3600 + int(m) * 60 + float(s), rss_kb * 1024 / 1e9
 
 
-def evict(dirs: object) -> None:
-    """Drop the weight files from the page cache (flushing them first)."""
-    for d in dirs:  # type: ignore[attr-defined]
-        for f in Path(d).glob("*.safetensors"):
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+def evict(files: list[Path]) -> None:
+    """Drop ``files`` from the page cache (flushing them first)."""
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def main() -> None:
@@ -163,7 +162,7 @@ def main() -> None:
                 env = {**os.environ, "TASKRANK_CACHE": str(known_store)}
             os.sync()  # no write-back of an earlier output runs during the timed command
             if args.cache == "cold":
-                evict(paths.values())
+                evict([p / "model.safetensors" for p in paths.values()])
             else:
                 subprocess.run(["cat", *files.split()], stdout=subprocess.DEVNULL, check=True)
             wall, rss = timed(cmd, shell, env)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_merge import ROOT, build
+from bench_merge import ROOT, build, evict
 from taskrank.checkpoints import hashing
 from taskrank.checkpoints.formats import BufferPool, _read_entry, _read_safetensors_header
 
@@ -40,16 +40,6 @@ from taskrank.checkpoints.formats import BufferPool, _read_entry, _read_safetens
 def cpu_seconds() -> float:
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def evict(files: list[Path]) -> None:
-    for f in files:
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def read_loop(files: list[Path]) -> None:

@@ -12,34 +12,26 @@ merge streams one tensor at a time from the inputs to the output shards.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_exports
 from .options import DTYPE_NAMES, MODES, VOCAB_POLICIES
 
 # Imported on first use: the submodules need torch, the option lists above do not.
 _LAZY = {
-    "align_keys": "alignment",
-    "resolve_keys": "alignment",
-    "tie_map": "alignment",
-    "DTYPES": "merging",
-    "merge": "merging",
-    "MergeReport": "report",
-    "MergeResult": "report",
-    "LayerSelection": "selection",
-    "layer_of": "selection",
-    "parse_layers": "selection",
-    "AlphaSweep": "sweep",
-    "TaskVector": "vector",
+    "align_keys": ".alignment",
+    "resolve_keys": ".alignment",
+    "tie_map": ".alignment",
+    "DTYPES": ".merging",
+    "merge": ".merging",
+    "MergeReport": ".report",
+    "MergeResult": ".report",
+    "LayerSelection": ".selection",
+    "layer_of": ".selection",
+    "parse_layers": ".selection",
+    "AlphaSweep": ".sweep",
+    "TaskVector": ".vector",
 }
 
 __all__ = ["DTYPE_NAMES", "MODES", "VOCAB_POLICIES", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, globals(), _LAZY)

@@ -14,36 +14,29 @@ torch, so the command line can locate and start hashing weight files while torch
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 _LAZY = {
-    "Checkpoint": "checkpoint",
-    "StateDictSource": "checkpoint",
-    "TensorSource": "checkpoint",
-    "as_source": "checkpoint",
-    "copy_non_weight_files": "checkpoint",
-    "fingerprint": "checkpoint",
-    "ShardedSafetensorsWriter": "formats",
-    "TensorSpec": "formats",
-    "parse_size": "formats",
-    "read_ahead": "hashing",
-    "sha256_file": "hashing",
-    "BIN_INDEX": "layout",
-    "BIN_SINGLE": "layout",
-    "SAFE_INDEX": "layout",
-    "SAFE_SINGLE": "layout",
-    "weight_files": "layout",
-    "resolve_checkpoint": "resolve",
+    "Checkpoint": ".checkpoint",
+    "StateDictSource": ".checkpoint",
+    "TensorSource": ".checkpoint",
+    "as_source": ".checkpoint",
+    "copy_non_weight_files": ".checkpoint",
+    "fingerprint": ".checkpoint",
+    "ShardedSafetensorsWriter": ".formats",
+    "TensorSpec": ".formats",
+    "parse_size": ".formats",
+    "read_ahead": ".hashing",
+    "sha256_file": ".hashing",
+    "BIN_INDEX": ".layout",
+    "BIN_SINGLE": ".layout",
+    "SAFE_INDEX": ".layout",
+    "SAFE_SINGLE": ".layout",
+    "weight_files": ".layout",
+    "resolve_checkpoint": ".resolve",
 }
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, globals(), _LAZY)
