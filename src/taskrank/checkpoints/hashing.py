@@ -299,7 +299,7 @@ def read_ahead(
         try:
             _hash_in_children(jobs, min(processes or max(2, (os.cpu_count() or 2) - 2), len(jobs)))
         except BaseException:
-            _settle(jobs, {})  # nobody may wait for a hash that will never come
+            _settle(jobs)  # nobody may wait for a hash that will never come
             raise
     return [path for path, _, _ in jobs]
 
@@ -337,31 +337,30 @@ def _hash_in_children(jobs: list[_Job], count: int) -> None:
     for group in groups:
         process = _spawn(_HASHER, [path for path, _, _ in group], stdout=subprocess.PIPE, text=True)
         if process is None:
-            _settle(group, {})
+            _settle(group)
         else:
             threading.Thread(target=_collect, args=(process, group), daemon=True).start()
 
 
 def _collect(process: subprocess.Popen[str], group: list[_Job]) -> None:
-    results: set[int] = set()
     try:
         with process:  # closes the pipe and waits for the process
             assert process.stdout is not None
             for line in process.stdout:
                 value, _, index = line.strip().partition(" ")
                 if len(value) == 64 and not set(value) - _HEX and index.isdigit() and int(index) < len(group):
-                    results.add(int(index))
-                    _settle([group[int(index)]], {0: value})
+                    _settle([group[int(index)]], value)
     finally:  # whatever happened, nobody is left waiting: the rest are hashed in-process
-        _settle([job for i, job in enumerate(group) if i not in results], {})
+        _settle(group)
 
 
-def _settle(group: list[_Job], values: dict[int, str]) -> None:
-    for i, (_, key, future) in enumerate(group):
-        value = values.get(i)
-        if value is not None:
+def _settle(jobs: list[_Job], value: str | None = None) -> None:
+    """Resolve the jobs not resolved yet with ``value`` (recorded when it is a hash)."""
+    for _, key, future in jobs:
+        if value is not None and not future.done():
             _record(key, value)
-        with _LOCK:
+        with _LOCK:  # one resolution per job, whichever thread comes first
+            if future.done():
+                continue
             _AHEAD.pop(key, None)
-        if not future.done():
             future.set_result(value)
