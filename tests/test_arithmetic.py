@@ -13,10 +13,20 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, BertForMaskedLM, BertModel
 
-from taskrank.arithmetic import AlphaSweep, LayerSelection, TaskVector, layer_of, merge, parse_layers
+from taskrank.arithmetic import AlphaSweep, LayerSelection, TaskVector, layer_of, merge, merging, parse_layers
 from taskrank.checkpoints import Checkpoint
 from taskrank.errors import CheckpointError, MergeError, TaskrankError
 from taskrank.tiny import build_tiny, derive_checkpoint
+
+
+@pytest.fixture(autouse=True, params=["whole", "pieces"])
+def pieces(request, monkeypatch) -> bool:
+    """Every test here runs twice: as shipped, where the tiny models' tensors are each merged
+    whole, and with pieces of 97 elements, so that a merge to disk works through every tensor
+    in pieces (ragged last pieces, vocabulary boundaries inside a piece)."""
+    if request.param == "pieces":
+        monkeypatch.setattr(merging, "SPAN", 97)
+    return request.param == "pieces"
 
 
 def load_dir(path: Path) -> dict[str, torch.Tensor]:
@@ -88,8 +98,10 @@ def test_vector_algebra(t5_trio, bert_trio):
 
 def test_vectors_are_lazy(t5_trio, monkeypatch):
     calls: list[str] = []
-    original = Checkpoint.get
-    monkeypatch.setattr(Checkpoint, "get", lambda self, key: calls.append(key) or original(self, key))
+    original = Checkpoint._read  # every tensor read, whole or in pieces, goes through it
+    monkeypatch.setattr(
+        Checkpoint, "_read", lambda self, key, span: calls.append(key) or original(self, key, span)
+    )
     a = TaskVector.from_checkpoints(t5_trio["domain"], t5_trio["pretrained"])
     v = 0.3 * (a + a) - a
     assert calls == []
@@ -260,6 +272,65 @@ def test_merged_directory_loads_and_matches_naive_merge(t5_trio, tmp_path):
         got = merged(input_ids=ids, decoder_input_ids=dec).logits
     # same weights; BLAS may pick another kernel for differently aligned buffers
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_large_tensors_are_read_and_written_in_pieces(t5_trio, tmp_path, monkeypatch):
+    monkeypatch.setattr(merging, "SPAN", 97)
+    reads: dict[tuple[str, str], list[tuple[int, int] | None]] = {}
+    original = Checkpoint._read
+    monkeypatch.setattr(
+        Checkpoint,
+        "_read",
+        lambda self, k, span: reads.setdefault((self.ref, k), []).append(span) or original(self, k, span),
+    )
+    res = merge(t5_trio["ranker"], t5_trio["domain"], t5_trio["pretrained"], alpha=0.7, out=tmp_path / "m")
+    shape = Checkpoint(t5_trio["ranker"]).shape("shared.weight")
+    size = shape[0] * shape[1]
+    for role in ("ranker", "domain", "pretrained"):
+        spans = reads[(str(t5_trio[role]), "shared.weight")]
+        # read front to back in pieces of at most 97 elements, each element once
+        assert spans == [(start, min(start + 97, size)) for start in range(0, size, 97)], role
+    assert all(span is not None and span[1] - span[0] <= 97 for spans in reads.values() for span in spans)
+    in_memory = merge(t5_trio["ranker"], t5_trio["domain"], t5_trio["pretrained"], alpha=0.7).state_dict
+    on_disk = load_dir(res.path)
+    assert on_disk.keys() == in_memory.keys()
+    for k, v in in_memory.items():
+        assert torch.equal(on_disk[k], v), k
+
+
+class _WholeOnly:
+    """A source of the minimal protocol: it cannot read part of a tensor."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors, self.name, self.config = tensors, "whole-only", {}
+        self.reads: list[str] = []
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.tensors
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.tensors[key].shape)
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self.tensors[key].dtype
+
+    def get(self, key: str) -> torch.Tensor:
+        self.reads.append(key)
+        return self.tensors[key]
+
+
+def test_a_source_that_cannot_read_pieces_is_read_once_per_tensor(t5_trio, tmp_path, monkeypatch):
+    monkeypatch.setattr(merging, "SPAN", 97)
+    ranker = _WholeOnly(raw(t5_trio["ranker"]))
+    res = merge(ranker, t5_trio["domain"], t5_trio["pretrained"], alpha=0.7, out=tmp_path / "m")
+    assert sorted(ranker.reads) == sorted(ranker.tensors)  # whole tensors, each read once
+    assert res.report.inputs["ranker"] == {"ref": "whole-only", "format": "_WholeOnly"}  # on the card
+    expected = merge(t5_trio["ranker"], t5_trio["domain"], t5_trio["pretrained"], alpha=0.7).state_dict
+    for k, v in load_dir(res.path).items():
+        assert torch.equal(v, expected[k]), k
 
 
 def test_cross_encoder_output_loads_and_matches_naive(bert_trio, tmp_path):
@@ -449,6 +520,23 @@ def test_vocabulary_rows_differ(tmp_path, tiny_words):
     assert res.state_dict["shared.weight"].shape == r["shared.weight"].shape
     expected = r["shared.weight"] + 0.5 * (d["shared.weight"][:n] - p["shared.weight"])
     assert torch.equal(res.state_dict["shared.weight"], expected)
+    on_disk = load_dir(
+        merge(ranker, tmp_path / "domain", pre, 0.5, vocab_policy="common", out=tmp_path / "o").path
+    )
+    assert torch.equal(on_disk["shared.weight"], expected)
+    # a ranker with more rows than the vector: its extra rows stay as they are
+    big = AutoModelForSeq2SeqLM.from_pretrained(ranker)
+    big.resize_token_embeddings(n + 4)
+    big.save_pretrained(tmp_path / "big")
+    b = raw(tmp_path / "big")["shared.weight"]
+    merged = load_dir(merge(tmp_path / "big", pre, pre, 0.5, vocab_policy="common", out=tmp_path / "b").path)
+    assert torch.equal(merged["shared.weight"], b)  # a zero vector
+    merged = load_dir(
+        merge(tmp_path / "big", ranker, pre, 0.5, vocab_policy="common", out=tmp_path / "c").path
+    )
+    grown = b.clone()
+    grown[:n] += 0.5 * (r["shared.weight"] - p["shared.weight"])
+    assert torch.equal(merged["shared.weight"], grown) and not torch.equal(grown, b)
 
 
 def test_missing_and_corrupt_files(t5_trio, tmp_path):
@@ -550,7 +638,7 @@ def test_interrupted_merge_leaves_no_output(t5_trio, tmp_path, monkeypatch):
     from taskrank import checkpoints
 
     written = []
-    original = checkpoints.ShardedSafetensorsWriter.write
+    original = checkpoints.ShardedSafetensorsWriter.write_span
 
     def flaky(self, name, tensor):
         if len(written) == 10:
@@ -558,7 +646,7 @@ def test_interrupted_merge_leaves_no_output(t5_trio, tmp_path, monkeypatch):
         written.append(name)
         original(self, name, tensor)
 
-    monkeypatch.setattr(checkpoints.ShardedSafetensorsWriter, "write", flaky)
+    monkeypatch.setattr(checkpoints.ShardedSafetensorsWriter, "write_span", flaky)
     with pytest.raises(KeyboardInterrupt):
         merge(t5_trio["ranker"], t5_trio["domain"], t5_trio["pretrained"], 0.5, out=tmp_path / "o")
     assert len(written) == 10

@@ -104,8 +104,35 @@ def test_writer_round_trip_and_shards(tmp_path):
     for k, v in tensors.items():
         assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
     bad = ShardedSafetensorsWriter(tmp_path / "x", specs)
-    with pytest.raises(CheckpointError, match="expected a"):
+    with pytest.raises(CheckpointError, match="expected tensor 'a', got 'b'"):
         bad.write("b", tensors["b"])
+
+
+def test_writer_takes_tensors_in_pieces(tmp_path):
+    big, small = torch.randn(6, 4), torch.randn(3).to(torch.bfloat16)
+    specs = [TensorSpec("big", (6, 4), torch.float32), TensorSpec("small", (3,), torch.bfloat16)]
+    writer = ShardedSafetensorsWriter(tmp_path, specs, max_shard_size=10**6)
+    flat = big.reshape(-1)
+    for start in range(0, 24, 10):  # pieces of 10, 10 and 4 elements
+        writer.write_span("big", flat[start : start + 10])
+    writer.write_span("small", small)  # a whole tensor is a single piece
+    writer.close()
+    back = load_file(str(tmp_path / "model-00001-of-00001.safetensors"))
+    assert torch.equal(back["big"], big) and torch.equal(back["small"], small)
+
+    (tmp_path / "x").mkdir()
+    bad = ShardedSafetensorsWriter(tmp_path / "x", specs)
+    bad.write_span("big", flat[:20])
+    with pytest.raises(CheckpointError, match="big .* 16 bytes left"):
+        bad.write_span("big", flat[:8])  # more than the tensor holds
+    with pytest.raises(CheckpointError, match="float64 for big"):
+        bad.write_span("big", flat[:2].double())
+    with pytest.raises(CheckpointError, match="after 80 of its bytes"):
+        bad.write("big", big)  # a whole tensor where a piece is due
+    with pytest.raises(CheckpointError, match="expected tensor 'big', got 'small'"):
+        bad.write_span("small", small)
+    with pytest.raises(CheckpointError, match="closed before tensor 'big'"):
+        bad.close()
 
 
 def test_cli_merge(t5_trio, tmp_path):

@@ -73,3 +73,19 @@ def test_the_console_script_ends_promptly_with_main_s_exit_codes_and_output(tmp_
         and proc.stderr.startswith("error: checkpoint directory")
         and "Traceback" not in proc.stderr
     )
+
+
+CHECK_IMPORT = """
+import gc, sys
+from taskrank.cli.merge import _import_engine
+assert "torch" not in sys.modules
+merge = _import_engine()
+from taskrank import merge as exported
+assert merge is exported and "torch" in sys.modules
+print(gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+
+def test_the_merge_command_imports_torch_with_the_collector_paused_and_then_back_on():
+    proc = subprocess.run([sys.executable, "-c", CHECK_IMPORT], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["True", "True"], proc.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from taskrank.arithmetic import merge
+from taskrank.arithmetic import merge, merging
 from taskrank.checkpoints import Checkpoint, hashing
 from taskrank.checkpoints.formats import BufferPool
 from taskrank.cli.merge import _local_weight_files
@@ -135,12 +135,29 @@ def test_buffer_pool_recycles_by_size_and_bounds_what_it_keeps() -> None:
     assert c.data_ptr() in kept and b.data_ptr() not in kept
 
 
+def test_buffer_pool_blocks_serve_every_smaller_read() -> None:
+    pool = BufferPool(limit=1000, block=64)
+    a = pool.take(64)
+    pool.give(torch.from_numpy(a))
+    b = pool.take(10)  # any read of up to a block fits an idle block
+    assert b.nbytes == 10 and b.ctypes.data == a.ctypes.data
+    c = pool.take(30)  # b is lent: a new block
+    assert c.ctypes.data != a.ctypes.data
+    pool.give(torch.from_numpy(b).view(torch.int16))  # given back through a view of another dtype
+    assert pool.take(64).ctypes.data == a.ctypes.data
+    big = pool.take(100)  # larger than a block: its own size, recycled by size
+    assert big.nbytes == 100
+    pool.give(torch.from_numpy(big))
+    assert pool.take(100).ctypes.data == big.ctypes.data
+    assert (pool.taken, pool.reused) == (6, 3)
+
+
 def test_merge_recycles_buffers_and_leaves_torch_threads_alone(t5_trio, tmp_path, monkeypatch) -> None:
     pools: list[BufferPool] = []
     real = BufferPool.__init__
 
-    def spy(self: BufferPool, limit: int) -> None:
-        real(self, limit)
+    def spy(self: BufferPool, limit: int, block: int = 0) -> None:
+        real(self, limit, block)
         pools.append(self)
 
     monkeypatch.setattr(BufferPool, "__init__", spy)
@@ -149,6 +166,9 @@ def test_merge_recycles_buffers_and_leaves_torch_threads_alone(t5_trio, tmp_path
     assert torch.get_num_threads() == threads
     (pool,) = pools
     assert pool.reused > pool.taken // 2  # the tiny model repeats its shapes layer after layer
+    monkeypatch.setattr(merging, "SPAN", 97)  # in pieces, every read fits a recycled block
+    merge(t5_trio["ranker"], t5_trio["domain"], t5_trio["pretrained"], alpha=0.7, out=tmp_path / "p")
+    assert pools[-1].block == 4 * 97 and pools[-1].taken - pools[-1].reused < 16
     ckpt = Checkpoint(t5_trio["ranker"])
     assert ckpt.pool is None  # a plain checkpoint reads into memory it hands over for good
 

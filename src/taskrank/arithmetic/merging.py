@@ -28,7 +28,7 @@ from .alignment import resolve_keys
 from .options import DTYPE_NAMES
 from .report import MergeReport, MergeResult
 from .selection import LayerSelection, _ranges, _selection_aliases, layer_of
-from .vector import TaskVector, VocabPolicy, _check_coef, _check_pair, _give_back
+from .vector import TaskVector, VocabPolicy, _check_coef, _check_pair, _give_back, _span
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class _PlanItem:
     out_dtype: torch.dtype
     vector_key: str | None
     reason: str | None  # why it stays unchanged, when it does
+    vector_size: int = 0  # elements of the vector's tensor (fewer rows under the common policy)
 
 
 def _plan(
@@ -81,9 +82,9 @@ def _plan(
             selected += 1
             b_shape, v_shape = base.shape(name), vector.shape(vkey)
             _check_pair(name, base, b_shape, vector.reference, v_shape, vector.vocab_policy)
-        items.append(
-            _PlanItem(name, base.shape(name), dtype, target, vkey if reason is None else None, reason)
-        )
+        vkey = vkey if reason is None else None
+        size = math.prod(vector.shape(vkey)) if vkey is not None else 0
+        items.append(_PlanItem(name, base.shape(name), dtype, target, vkey, reason, size))
     if selected == 0:
         raise MergeError(
             f"the selection ({selection.describe()}) matches no tensor shared by the base and the task vector"
@@ -103,9 +104,26 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
-def _merge_tensor(item: _PlanItem, base: Any, vector: TaskVector) -> tuple[torch.Tensor, str | None]:
-    """The output tensor of ``item`` and, when it stays unchanged, why."""
-    tensor = base.get(item.name)
+#: elements per piece of a large tensor (4 MB in float32): the inputs, the vector and the
+#: output of one piece stay in the CPU's cache, and the read buffers are a few recycled pieces
+#: instead of fresh memory the size of the largest tensors
+SPAN = 1 << 20
+
+
+def _spans(item: _PlanItem, whole: bool) -> list[tuple[int, int]]:
+    """The pieces ``item`` is merged in: element ranges of the flattened tensor, in order."""
+    size = math.prod(item.shape)
+    if whole or size <= SPAN or not item.dtype.is_floating_point:
+        return [(0, size)]  # a non-float tensor is compared whole (with its zero-vector check)
+    return [(start, min(start + SPAN, size)) for start in range(0, size, SPAN)]
+
+
+def _merge_span(
+    item: _PlanItem, base: Any, vector: TaskVector, start: int, stop: int
+) -> tuple[torch.Tensor, str | None]:
+    """Elements ``start:stop`` of the flattened output tensor of ``item`` (1-D), and why the
+    tensor stays unchanged, when it does."""
+    tensor = _span(base, item.name, start, stop)
     if item.vector_key is None:
         out = tensor.to(item.out_dtype)
         if out is not tensor:
@@ -117,27 +135,27 @@ def _merge_tensor(item: _PlanItem, base: Any, vector: TaskVector) -> tuple[torch
         raise MergeError(
             f"tensor {item.name!r} has dtype {tensor.dtype}, which cannot be merged (its vector is non-zero)"
         )
-    delta = vector.get(item.vector_key)
+    # under the common vocabulary policy the vector covers the leading rows only
+    end = min(stop, item.vector_size)
+    delta = vector.get_span(item.vector_key, start, end) if start < end else None
     fresh = getattr(base, "fresh_reads", False) or tensor.dtype != torch.float32
     out = tensor.float() if fresh else tensor.clone()  # never update the caller's tensors
     if out is not tensor:
         _give_back(base, tensor)
-    if delta.shape == out.shape:
-        out.add_(delta)
-    else:  # vocabulary rows differ and the policy allows the common rows
-        rows = min(delta.shape[0], out.shape[0])
-        out[:rows].add_(delta[:rows])
+    if delta is not None:
+        out[: end - start].add_(delta)
     if not _all_finite(out):
-        if torch.isnan(delta).any():
+        if delta is not None and torch.isnan(delta).any():
             bad = "the domain/pretrained inputs hold NaN"
-        elif not torch.isfinite(delta).all():
+        elif delta is not None and not torch.isfinite(delta).all():
             bad = "overflow of α·τ, or Inf in the domain/pretrained inputs"
         else:
             bad = "the ranker holds NaN/Inf, or the sum overflows"
         raise MergeError(
             f"merge produced NaN/Inf in tensor {item.name!r} ({bad}); check alpha and the inputs"
         )
-    vector.give_back(delta)
+    if delta is not None:
+        vector.give_back(delta)
     result = out.to(item.out_dtype)
     if result is not out:
         _give_back(base, out)
@@ -204,8 +222,15 @@ def merge(
     items, vector_only = _plan(base, scaled, selection, out_dtype)
     sources = {id(s): s for s in (base, *[x for _, f, p in vector.inputs() for x in (f, p)])}
     checkpoints = [src for src in sources.values() if isinstance(src, Checkpoint)]
-    # Reads go into recycled buffers; idle ones may hold up to three of the largest tensor (float32).
-    pool = BufferPool(3 * max((4 * math.prod(i.shape) for i in items), default=0))
+    # A merge to disk takes large tensors a piece at a time, where every input can read a piece;
+    # in memory the output is whole tensors anyway.
+    whole = out is None or not all(hasattr(src, "get_span") for src in sources.values())
+    spans = {item.name: _spans(item, whole) for item in items}
+    # Reads go into recycled buffers. Pieces share buffers of one size, the largest piece in
+    # float32, of which a few are in use at any time (the inputs of two pieces in flight, the
+    # piece being written); whole tensors are recycled by size, up to three of the largest idle.
+    largest = max((4 * (stop - start) for s in spans.values() for start, stop in s), default=0)
+    pool = BufferPool(3 * largest) if whole else BufferPool(16 * largest, block=largest)
 
     inputs: dict[str, Any] = {}
     # Provenance (sha256 of local inputs) is taken after the streaming pass, which feeds the
@@ -224,7 +249,13 @@ def merge(
     )  # fmt: skip
 
     def provenance() -> dict[str, Any]:
-        return {role: src.provenance() for role, src in roles_of.items()}
+        # a source of the minimal protocol (no provenance()) is recorded by its name
+        return {
+            role: src.provenance()
+            if hasattr(src, "provenance")
+            else {"ref": src.name, "format": type(src).__name__}
+            for role, src in roles_of.items()
+        }
 
     roles = ("domain", "pretrained") if "domain" in roles_of else ()
     recipe = (
@@ -245,19 +276,23 @@ def merge(
         unpaired=vector.unpaired(),
     )
 
-    def finish(item: _PlanItem, future: Future[tuple[torch.Tensor, str | None]], consume: Any) -> None:
+    Piece = tuple[_PlanItem, int, Future[tuple[torch.Tensor, str | None]]]
+
+    def finish(piece: Piece, consume: Any) -> None:
+        item, start, future = piece
         tensor, reason = future.result()
-        if reason is None:
-            report.merged.append(item.name)
-        else:
-            report.unchanged[item.name] = reason
+        if start == 0:  # every piece of a tensor gives the same reason
+            if reason is None:
+                report.merged.append(item.name)
+            else:
+                report.unchanged[item.name] = reason
         consume(item, tensor)
 
     def run(consume: Any) -> None:
-        # Two-stage pipeline: one worker reads and computes tensor i+1 while this thread hands
-        # tensor i to the writer (file I/O and torch ops release the GIL). At most two tensors
-        # are in flight, so memory stays bounded by the largest tensors, not the model.
-        # The worker's torch ops leave two cores to the writer and the hashing threads: with
+        # Two-stage pipeline: one worker reads and computes piece i+1 while this thread hands
+        # piece i to the writer (file I/O and torch ops release the GIL). At most two pieces
+        # are in flight, so memory stays bounded by the largest pieces, not the model.
+        # The worker's torch ops leave two cores to the writer and the hashing processes: with
         # every core in its OpenMP team, each op would wait on a thread the OS has parked
         # (set in the worker thread, the setting stays there; the caller's is untouched).
         threads = max(1, (os.cpu_count() or 1) - 2)
@@ -265,21 +300,22 @@ def merge(
             max_workers=1, thread_name_prefix="taskrank-merge", initializer=torch.set_num_threads,
             initargs=(threads,),
         ) as worker:  # fmt: skip
-            pending: tuple[_PlanItem, Future[tuple[torch.Tensor, str | None]]] | None = None
+            pending: Piece | None = None
             for item in _progress(items, progress, "merging"):
-                future = worker.submit(_merge_tensor, item, base, scaled)
-                if pending is not None:
-                    finish(*pending, consume)
-                pending = (item, future)
+                for start, stop in spans[item.name]:
+                    future = worker.submit(_merge_span, item, base, scaled, start, stop)
+                    if pending is not None:
+                        finish(pending, consume)
+                    pending = (item, start, future)
             if pending is not None:
-                finish(*pending, consume)
+                finish(pending, consume)
 
     for src in checkpoints:
         src.pool = pool
     try:
         if out is None:
             state: dict[str, torch.Tensor] = {}
-            run(lambda item, tensor: state.__setitem__(item.name, tensor))
+            run(lambda item, tensor: state.__setitem__(item.name, tensor.reshape(item.shape)))
             report.inputs.update(provenance())
             return MergeResult(report=report, state_dict=state)
 
@@ -289,7 +325,7 @@ def merge(
             writer = ShardedSafetensorsWriter(tmp, specs, max_shard_size)
 
             def write(item: _PlanItem, tensor: torch.Tensor) -> None:
-                writer.write(item.name, tensor)
+                writer.write_span(item.name, tensor)
                 _give_back(base, tensor)  # on disk now: its buffer can take the next read
 
             try:

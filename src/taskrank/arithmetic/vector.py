@@ -188,14 +188,20 @@ class TaskVector:
     def get(self, key: str) -> torch.Tensor:
         """Σ cᵢ (θ_ftᵢ[key] − θ_preᵢ[key]) in float32 (rows cropped to the common vocabulary
         under the ``common`` policy)."""
+        shape = self.shape(key)
+        return self.get_span(key, 0, math.prod(shape)).reshape(shape)
+
+    def get_span(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``start:stop`` of the flattened :meth:`get` ``(key)``, as a 1-D float32
+        tensor, reading only those elements of each input that can read a piece of a tensor.
+
+        Rows are the first dimension and lie first in row-major order, so the common rows of
+        differing vocabularies are the same leading elements in every input."""
         total: torch.Tensor | None = None
         for coef, ft, fk, pre, pk in self._locate(key):
-            a, b = ft.get(fk), pre.get(pk)
+            a, b = _span(ft, fk, start, stop), _span(pre, pk, start, stop)
             if not (a.dtype.is_floating_point and b.dtype.is_floating_point):
                 raise MergeError(f"tensor {key!r} has dtype {a.dtype}/{b.dtype}, which cannot be merged")
-            if a.shape != b.shape:
-                rows = min(a.shape[0], b.shape[0])
-                a, b = a[:rows], b[:rows]
             if a.dtype == torch.float32 and getattr(ft, "fresh_reads", False):
                 delta = a.sub_(b)  # `a` is a fresh buffer read for this call
             else:
@@ -205,15 +211,10 @@ class TaskVector:
             if coef != 1.0:
                 delta.mul_(coef)
             if total is None:
-                total = delta
+                total = delta  # a buffer of this call's own, so the next terms add in place
             else:
-                if total.shape != delta.shape:
-                    rows = min(total.shape[0], delta.shape[0])
-                    total, delta = total[:rows], delta[:rows]
-                summed = total + delta
-                self.give_back(total)
+                total.add_(delta)
                 self.give_back(delta)
-                total = summed
         assert total is not None  # a vector always has at least one term
         return total
 
@@ -240,6 +241,15 @@ class TaskVector:
 
     def inputs(self) -> list[tuple[float, Any, Any]]:
         return [(t.coef, t.finetuned, t.pretrained) for t in self._terms]
+
+
+def _span(source: Any, key: str, start: int, stop: int) -> torch.Tensor:
+    """Elements ``start:stop`` of ``source``'s flattened tensor ``key``; a source without
+    ``get_span`` reads the whole tensor (a merge then takes such tensors in one piece)."""
+    getter = getattr(source, "get_span", None)
+    if getter is not None:
+        return getter(key, start, stop)
+    return source.get(key).reshape(-1)[start:stop]
 
 
 def _give_back(source: Any, tensor: torch.Tensor) -> None:

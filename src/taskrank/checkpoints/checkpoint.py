@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -35,6 +36,9 @@ class TensorSource(Protocol):
     def dtype(self, key: str) -> torch.dtype: ...
 
     def get(self, key: str) -> torch.Tensor: ...
+
+    # optional: ``get_span(key, start, stop)``, elements start:stop of the flattened tensor,
+    # lets a merge read a large tensor a piece at a time
 
     def __contains__(self, key: object) -> bool: ...
 
@@ -188,12 +192,24 @@ class Checkpoint:
 
     def get(self, key: str) -> torch.Tensor:
         """Read one tensor (a fresh CPU tensor owned by the caller)."""
+        return self._read(key, None)
+
+    def get_span(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``start:stop`` of the flattened tensor ``key`` (row-major), as a fresh 1-D
+        tensor: a merge works through a large tensor a piece at a time, reading only that piece."""
+        entry = self._entry(key)
+        size = math.prod(entry.shape)
+        if not 0 <= start <= stop <= size:
+            raise CheckpointError(f"elements {start}:{stop} are outside tensor {key!r} ({size} elements)")
+        return self._read(key, (start, stop))
+
+    def _read(self, key: str, span: tuple[int, int] | None) -> torch.Tensor:
         entry = self._entry(key)
         if self.format == "safetensors":
             handle = self._handles.get(entry.file)
             if handle is None:
                 try:
-                    handle = open(entry.file, "rb")  # noqa: SIM115 - kept open until close()
+                    handle = open(entry.file, "rb", buffering=0)  # noqa: SIM115 - kept open until close()
                 except OSError as exc:
                     raise CheckpointError(f"cannot open {entry.file}: {exc}") from exc
                 self._handles[entry.file] = handle
@@ -201,16 +217,16 @@ class Checkpoint:
                     start = min(e.begin for e in self._entries.values() if e.file == entry.file)
                     self._hashes[entry.file] = _StreamingHash(entry.file, start)
             stream = self._hashes.get(entry.file)
-            if stream is None or entry.begin != stream.pos:
-                return _read_entry(handle, entry, pool=self.pool)
-            return _read_entry(
-                handle, entry, lambda data: stream.feed(entry.begin, entry.end, data), pool=self.pool
-            )
+            on_bytes = stream.feed if stream is not None else None
+            return _read_entry(handle, entry, on_bytes, pool=self.pool, span=span)
         file = self._bin_map[key]
         if self._bin_cache is None or self._bin_cache[0] != file:
             self._bin_cache = None  # drop the previous shard before mapping the next
             self._bin_cache = (file, _load_bin(file))
-        return self._bin_cache[1][key].clone()
+        tensor = self._bin_cache[1][key]
+        if span is not None:
+            tensor = tensor.reshape(-1)[span[0] : span[1]]
+        return tensor.clone()
 
     def close(self) -> None:
         for handle in self._handles.values():
@@ -300,6 +316,10 @@ class StateDictSource:
         if key not in self._tensors:
             raise CheckpointError(f"tensor {key!r} not found in {self.name}")
         return self._tensors[key].detach().cpu()
+
+    def get_span(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``start:stop`` of the flattened tensor (a view where possible: read only)."""
+        return self.get(key).reshape(-1)[start:stop]
 
     def provenance(self, with_hash: bool = True) -> dict[str, Any]:
         return {"ref": self.name, "format": "in-memory"}

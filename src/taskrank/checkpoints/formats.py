@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import threading
 import weakref
@@ -96,19 +97,22 @@ def _read_safetensors_header(file: Path) -> tuple[dict[str, _Entry], dict[str, s
 class BufferPool:
     """Recycled memory for tensor reads.
 
-    Reading into fresh memory costs a page fault per 4 KiB page, and on Linux that is most of
+    Reading into fresh memory costs a page fault per page, and on Linux that is most of
     the time of a read from the page cache (the tensors of three t5-base checkpoints, 2.7 GB:
     0.51 s into new buffers, 0.10 s into recycled ones, in ``benchmarks/bench_read.py`` on the
-    development machine). A merge reads tensors of a few recurring shapes,
-    so it hands each finished tensor back with :meth:`give` and the next read of that size
-    reuses its memory. At most ``limit`` bytes wait idle; the oldest go first.
+    development machine). A merge hands each finished tensor back with :meth:`give`, and the
+    next read reuses its memory. Requests of up to ``block`` bytes (the pieces a merge to disk
+    reads) all share buffers of exactly ``block`` bytes, so that any idle one fits the next
+    read; larger requests are recycled by exact size. At most ``limit`` bytes wait idle; the
+    oldest go first.
 
     A buffer that is never given back is simply freed with its tensor (the pool holds only
     weak references to lent buffers).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, block: int = 0) -> None:
         self.limit = limit
+        self.block = block
         self._idle: list[np.ndarray] = []
         self._idle_bytes = 0
         self._lent: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
@@ -117,19 +121,20 @@ class BufferPool:
         self.reused = 0  # ... of which recycled
 
     def take(self, nbytes: int) -> np.ndarray:
-        """A uint8 buffer of ``nbytes``, recycled when one of that size is idle."""
+        """A uint8 buffer of ``nbytes``, recycled when an idle one fits."""
+        size = self.block if 0 < nbytes <= self.block else nbytes
         with self._lock:
             self.taken += 1
             for i in range(len(self._idle) - 1, -1, -1):
-                if self._idle[i].nbytes == nbytes:
+                if self._idle[i].nbytes == size:
                     buf = self._idle.pop(i)
-                    self._idle_bytes -= nbytes
+                    self._idle_bytes -= size
                     self.reused += 1
                     break
             else:
-                buf = np.empty(nbytes, dtype=np.uint8)
+                buf = np.empty(size, dtype=np.uint8)
             self._lent[buf.ctypes.data] = buf
-        return buf
+        return buf[:nbytes]  # a view from the buffer's start: give() finds it by its address
 
     def give(self, tensor: torch.Tensor) -> None:
         """Take back the buffer under ``tensor`` (read through this pool, else nothing happens).
@@ -147,21 +152,33 @@ class BufferPool:
 def _read_entry(
     handle: BinaryIO,
     entry: _Entry,
-    on_bytes: Callable[[memoryview], None] | None = None,
+    on_bytes: Callable[[int, int, memoryview], None] | None = None,
     pool: BufferPool | None = None,
+    span: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    n = entry.end - entry.begin
-    if n == 0:
-        return torch.empty(entry.shape, dtype=entry.dtype)
+    """Read ``entry`` from ``handle`` (positioned reads; the handle's offset is not used):
+    the whole tensor in its shape, or elements ``span = (start, stop)`` of the flattened
+    tensor as a 1-D tensor. ``on_bytes(begin, end, data)`` sees the bytes read and where they lie."""
+    itemsize = entry.dtype.itemsize
+    start, stop = span if span is not None else (0, math.prod(entry.shape))
+    begin = entry.begin + start * itemsize
+    n = (stop - start) * itemsize
+    if n <= 0:
+        return torch.empty(entry.shape if span is None else (0,), dtype=entry.dtype)
     buf = pool.take(n) if pool is not None else np.empty(n, dtype=np.uint8)
     view = buf.data  # a memoryview of the array
-    handle.seek(entry.begin)
-    got = handle.readinto(view)
-    if got != n:
-        raise CheckpointError(f"truncated safetensors file {entry.file}: expected {n} bytes, read {got}")
+    got = 0
+    while got < n:
+        step = os.preadv(handle.fileno(), [view[got:]], begin + got)
+        if step == 0:
+            raise CheckpointError(
+                f"truncated safetensors file {entry.file}: expected {n} bytes at offset {begin}, read {got}"
+            )
+        got += step
     if on_bytes is not None:
-        on_bytes(view)
-    return torch.from_numpy(buf).view(entry.dtype).reshape(entry.shape)
+        on_bytes(begin, begin + n, view)
+    flat = torch.from_numpy(buf).view(entry.dtype)
+    return flat if span is not None else flat.reshape(entry.shape)
 
 
 def parse_size(size: str | int) -> int:
@@ -191,8 +208,9 @@ class TensorSpec:
 class ShardedSafetensorsWriter:
     """Stream tensors into sharded safetensors files with an index, in a planned order.
 
-    The headers are computed up front from the plan (names, shapes, dtypes), so each tensor
-    is written to disk as soon as it is computed and then dropped: memory stays at one tensor.
+    The headers are computed up front from the plan (names, shapes, dtypes), so each tensor,
+    or each piece of one (:meth:`write_span`), is written to disk as soon as it is computed
+    and then dropped: memory stays at what is in hand, never the model.
     """
 
     def __init__(self, out_dir: Path, plan: Iterable[TensorSpec], max_shard_size: str | int = "2GB"):
@@ -212,6 +230,7 @@ class ShardedSafetensorsWriter:
         self._order = [spec for _, specs in self.shards for spec in specs]
         self._shard_of = [i for i, (_, specs) in enumerate(self.shards) for _ in specs]
         self._next = 0
+        self._written = 0  # bytes of the tensor being written
         self._shard = -1
         self._handle: BinaryIO | None = None
 
@@ -235,22 +254,49 @@ class ShardedSafetensorsWriter:
         self._handle.write(raw)
         self._shard = index
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
-        """Write the next tensor of the plan; names, shapes and dtypes must match the plan."""
+    def _expect(self, name: str) -> TensorSpec:
+        """The spec of the tensor being written, which must be ``name``; opens its shard."""
         if self._next >= len(self._order):
             raise CheckpointError(f"tensor {name!r} written past the end of the plan")
         spec = self._order[self._next]
-        if name != spec.name or tuple(tensor.shape) != spec.shape or tensor.dtype != spec.dtype:
+        if name != spec.name:
+            raise CheckpointError(f"writer expected tensor {spec.name!r}, got {name!r}")
+        if self._shard_of[self._next] != self._shard or self._handle is None:
+            self._open_shard(self._shard_of[self._next])
+        return spec
+
+    def _append(self, spec: TensorSpec, tensor: torch.Tensor) -> None:
+        nbytes = tensor.numel() * tensor.element_size()
+        if nbytes and self._handle is not None:
+            flat = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            self._handle.write(memoryview(flat.numpy()))
+        self._written += nbytes
+        if self._written == spec.nbytes:
+            self._next += 1
+            self._written = 0
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write the next tensor of the plan; names, shapes and dtypes must match the plan."""
+        spec = self._expect(name)
+        if self._written or tuple(tensor.shape) != spec.shape or tensor.dtype != spec.dtype:
             raise CheckpointError(
                 f"writer expected {spec.name} {list(spec.shape)} {spec.dtype}, "
                 f"got {name} {list(tensor.shape)} {tensor.dtype}"
+                + (f" after {self._written} of its bytes" if self._written else "")
             )
-        if self._shard_of[self._next] != self._shard or self._handle is None:
-            self._open_shard(self._shard_of[self._next])
-        if spec.nbytes and self._handle is not None:
-            flat = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-            self._handle.write(memoryview(flat.numpy()))
-        self._next += 1
+        self._append(spec, tensor)
+
+    def write_span(self, name: str, piece: torch.Tensor) -> None:
+        """Write the next elements of tensor ``name`` (in row-major order): a tensor may come
+        in pieces, and the next tensor of the plan starts once all of its bytes are written."""
+        spec = self._expect(name)
+        nbytes = piece.numel() * piece.element_size()
+        if piece.dtype != spec.dtype or self._written + nbytes > spec.nbytes:
+            raise CheckpointError(
+                f"writer got {nbytes} bytes of {piece.dtype} for {spec.name} {list(spec.shape)} "
+                f"{spec.dtype}, which has {spec.nbytes - self._written} bytes left to write"
+            )
+        self._append(spec, piece)
 
     def close(self) -> None:
         """Finish the last shard and write ``model.safetensors.index.json``."""
