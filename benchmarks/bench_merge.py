@@ -3,7 +3,7 @@
 Compares, in one run, with the checkpoints evicted from the page cache before each command
 (cold, through posix_fadvise DONTNEED on the weight files only, so Python and torch start warm
 for every method) or cached (`--cache warm`):
-  (a) taskrank merge (streaming, one tensor at a time), twice: for inputs new to it (an empty
+  (a) taskrank merge (streaming, a tensor or a 4 MB piece of one at a time), twice: for inputs new to it (an empty
       hash store, so the model card's sha256 of the three inputs is computed) and for inputs
       merged before (their hashes come from the store an earlier merge left in $TASKRANK_CACHE),
   (b) the approach of the paper's scripts: load the three full models, subtract and add whole
@@ -12,6 +12,7 @@ for every method) or cached (`--cache warm`):
 Peak RSS and wall time come from /usr/bin/time -v.
 
     .venv/bin/python benchmarks/bench_merge.py [--work bench-work/merge] [--repeats 5] [--cache cold|warm]
+        [--settle S] [--baseline SRC]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +109,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--cache", choices=("cold", "warm"), default="cold")
     ap.add_argument(
+        "--settle", type=float, default=0.0, metavar="S",
+        help="wait S seconds after the eviction before each command: on a VM with free page "
+        "reporting (virtio-balloon), the host then takes back the memory just freed, and every "
+        "command starts as after an idle spell, paying the host for each page it fills",
+    )  # fmt: skip
+    ap.add_argument(
         "--baseline", type=Path, metavar="SRC",
         help="also time the merge of another taskrank source tree (its src/ folder), e.g. a git "
         "worktree of an earlier commit, with an empty hash store",
@@ -165,6 +173,7 @@ def main() -> None:
                 evict([p / "model.safetensors" for p in paths.values()])
             else:
                 subprocess.run(["cat", *files.split()], stdout=subprocess.DEVNULL, check=True)
+            time.sleep(args.settle)
             wall, rss = timed(cmd, shell, env)
             if name in (NEW, BASELINE):
                 shutil.rmtree(env["TASKRANK_CACHE"])
@@ -175,6 +184,7 @@ def main() -> None:
     floor = results["I/O floor (cat 3 + cp 1)"][0]
     print(
         f"one checkpoint: {size:.2f} GB (float32, t5-base shape); best of {args.repeats} runs, {args.cache} cache"
+        + (f", {args.settle:g} s settle" if args.settle else "")
     )
     print(f"{os.cpu_count()} CPUs; wall: best of the runs (median in brackets); peak RSS: largest")
     print(

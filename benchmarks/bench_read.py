@@ -5,13 +5,17 @@ times, best of --repeats rounds, wall and CPU seconds (this process plus its chi
 
 cold (the files evicted from the page cache before each):
   * read() loop       front to back, one 8 MB buffer reused (what `cat` does)
-  * merge order       a tensor from each file in turn, as the merge reads them, fresh buffers
+  * merge order       a tensor from each file in turn, fresh buffers (the merge before pieces)
+  * merge order, 4 MB pieces, recycled
+                      the same order, large tensors in pieces of 1M elements read into
+                      recycled fixed-size blocks: what a merge to disk does now
   * mapped child      taskrank's read-ahead: a child process faults the files in through mmap
   * fadvise WILLNEED  posix_fadvise on the three files, 1 s of sleep, then the read() loop
                       (timed: the loop only; fast if WILLNEED had brought the files in)
 warm (the files cached):
   * fresh buffers     every tensor of the three files read into new memory
-  * BufferPool        the same reads into recycled buffers, as the merge does
+  * BufferPool        the same reads into buffers recycled by size (an in-memory merge)
+  * 4 MB pieces       the pieces of a merge to disk, into recycled blocks
   * sha256, 1 thread  the three files hashed in this process, one after the other
   * sha256, 2 procs   taskrank's hashing child processes (two), behind nothing
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import resource
 import sys
@@ -33,8 +38,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_merge import ROOT, build, evict
+from taskrank.arithmetic.merging import SPAN
 from taskrank.checkpoints import hashing
-from taskrank.checkpoints.formats import BufferPool, _read_entry, _read_safetensors_header
+from taskrank.checkpoints.formats import BufferPool, _Entry, _read_entry, _read_safetensors_header
 
 
 def cpu_seconds() -> float:
@@ -50,17 +56,25 @@ def read_loop(files: list[Path]) -> None:
                 pass
 
 
-def tensor_reads(files: list[Path], pool: BufferPool | None) -> Callable[[], None]:
+def tensor_reads(files: list[Path], pool: BufferPool | None, span: int = 0) -> Callable[[], None]:
+    """A tensor from each file in turn (in pieces of ``span`` elements when given)."""
     entries = [sorted(_read_safetensors_header(f)[0].values(), key=lambda e: e.begin) for f in files]
+
+    def pieces(entry: _Entry) -> list[tuple[int, int] | None]:
+        size = math.prod(entry.shape)
+        if not span or size <= span:
+            return [None]
+        return [(start, min(start + span, size)) for start in range(0, size, span)]
 
     def run() -> None:
         handles = [open(f, "rb") for f in files]  # noqa: SIM115 - closed below
         try:
-            for row in zip(*entries, strict=True):  # a tensor from each file in turn
-                for handle, entry in zip(handles, row, strict=True):
-                    tensor = _read_entry(handle, entry, pool=pool)
-                    if pool is not None:
-                        pool.give(tensor)
+            for row in zip(*entries, strict=True):
+                for piece in pieces(row[0]):
+                    for handle, entry in zip(handles, row, strict=True):
+                        tensor = _read_entry(handle, entry, pool=pool, span=piece)
+                        if pool is not None:
+                            pool.give(tensor)
         finally:
             for handle in handles:
                 handle.close()
@@ -116,12 +130,14 @@ def main() -> None:
     cold: dict[str, Callable[[], object]] = {
         "read() loop": lambda: read_loop(files),
         "merge order, fresh buffers": tensor_reads(files, None),
+        "merge order, 4 MB pieces, recycled": tensor_reads(files, BufferPool(16 * 4 * SPAN, 4 * SPAN), SPAN),
         "mapped child (read-ahead)": lambda: mapped_child(files),
         "fadvise WILLNEED, then read()": lambda: fadvise_then_read(files),
     }
     warm: dict[str, Callable[[], object]] = {
         "fresh buffers": tensor_reads(files, None),
         "BufferPool": tensor_reads(files, BufferPool(3 * 4 * 32128 * 768)),
+        "4 MB pieces, recycled blocks": tensor_reads(files, BufferPool(16 * 4 * SPAN, 4 * SPAN), SPAN),
         "sha256, 1 thread": lambda: sha_in_process(files),
         "sha256, 2 processes": lambda: sha_children(files),
     }

@@ -236,9 +236,10 @@ def test_bin_and_sharded_inputs_match_safetensors(t5_trio, tmp_path):
     assert Checkpoint(ranker).format == "bin" and Checkpoint(pre).format == "bin"
     a = merge(t5_trio["ranker"], t5_trio["domain"], t5_trio["pretrained"], alpha=0.6).state_dict
     b = merge(ranker, domain, pre, alpha=0.6).state_dict
-    assert a.keys() == b.keys()
+    c = load_dir(merge(ranker, domain, pre, alpha=0.6, out=tmp_path / "o").path)  # (in pieces)
+    assert a.keys() == b.keys() == c.keys()
     for k in a:
-        assert torch.equal(a[k], b[k]), k
+        assert torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]), k
 
 
 # --------------------------------------------------------------------------- outputs

@@ -78,8 +78,13 @@ def test_lazy_reads_match_safetensors(t5_trio):
     for k, v in reference.items():
         assert ckpt.shape(k) == tuple(v.shape) and ckpt.dtype(k) == v.dtype
         assert torch.equal(ckpt.get(k), v)
+        flat = v.reshape(-1)
+        assert torch.equal(ckpt.get_span(k, 1, flat.numel() - 1), flat[1:-1])  # any element range
     with pytest.raises(CheckpointError, match="'nope' not found in checkpoint"):
         ckpt.get("nope")
+    size = reference["shared.weight"].numel()
+    with pytest.raises(CheckpointError, match=rf"elements 5:{size + 1} are outside tensor 'shared.weight'"):
+        ckpt.get_span("shared.weight", 5, size + 1)
     assert ckpt.sha256() == fingerprint(t5_trio["ranker"]).removeprefix("sha256:")
 
 
@@ -164,9 +169,10 @@ def test_cli_errors_are_one_line_and_exit_2(t5_trio, tmp_path):
     assert not (tmp_path / "n").exists()
 
 
-@pytest.mark.parametrize("order", ["disk", "reversed"])
+@pytest.mark.parametrize("order", ["disk", "pieces", "reversed"])
 def test_sha256_from_merge_reads_equals_a_plain_hash(t5_trio, tmp_path, order):
     import hashlib
+    import math
 
     from taskrank.checkpoints import hashing
 
@@ -175,8 +181,17 @@ def test_sha256_from_merge_reads_equals_a_plain_hash(t5_trio, tmp_path, order):
     hashing._DONE.clear()
     ckpt = Checkpoint(src)
     keys = ckpt.storage_order()
-    for k in keys if order == "disk" else reversed(keys):
-        ckpt.get(k)
+    for k in keys if order != "reversed" else reversed(keys):
+        if order == "pieces":  # as a merge to disk reads a large tensor
+            size = math.prod(ckpt.shape(k))
+            for start in range(0, size, 97):
+                ckpt.get_span(k, start, min(start + 97, size))
+        else:
+            ckpt.get(k)
+    (stream,) = ckpt._hashes.values()
+    file = src / "model.safetensors"
+    # read front to back, whole or in pieces, the reads themselves covered the whole file
+    assert (stream.pos == file.stat().st_size) == (order != "reversed")
     expected = hashlib.sha256((src / "model.safetensors").read_bytes()).hexdigest()
     assert ckpt.sha256() == expected
     hashing._DONE.clear()

@@ -1,4 +1,8 @@
-"""Streaming merges: θ_out = θ_base + Σ αᵢ·τᵢ, one tensor at a time, to disk or memory."""
+"""Streaming merges: θ_out = θ_base + Σ αᵢ·τᵢ, to disk or memory.
+
+A merge to disk goes a tensor at a time, and through a large tensor a piece of :data:`SPAN`
+elements at a time, so its memory is a few pieces whatever the model's size; a merge into
+memory goes a tensor at a time."""
 
 from __future__ import annotations
 
@@ -183,7 +187,8 @@ def merge(
     max_shard_size: str | int = "2GB",
     progress: bool = False,
 ) -> MergeResult:
-    """θ_out = θ_ranker + α·(θ_domain − θ_pretrained), streamed tensor by tensor.
+    """θ_out = θ_ranker + α·(θ_domain − θ_pretrained), streamed tensor by tensor (to disk: large
+    tensors in pieces of :data:`SPAN` elements, so memory stays at a few pieces).
 
     Args:
         ranker: the base checkpoint (directory, hub id or state dict).

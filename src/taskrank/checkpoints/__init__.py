@@ -6,7 +6,8 @@ cache). Weights are read from safetensors (single file or sharded with an index)
 
 Safetensors tensors are read with plain positioned reads rather than a memory map, so a
 tensor that has been used does not stay resident: reading three 1 GB checkpoints costs the
-memory of the tensors in hand, not 3 GB of mapped pages.
+memory of the tensors in hand, not 3 GB of mapped pages. ``Checkpoint.get_span`` reads a range
+of a tensor's elements, which a merge to disk uses to go through large tensors in pieces.
 
 The names below are imported on first use: ``layout``, ``hashing`` and ``resolve`` need no
 torch, so the command line can locate and start hashing weight files while torch loads.
