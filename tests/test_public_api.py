@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pkgutil
 import subprocess
 import sys
 
@@ -11,6 +12,24 @@ import taskrank
 def test_every_exported_name_resolves():
     for name in taskrank.__all__:
         assert getattr(taskrank, name) is not None, name
+
+
+def test_no_exported_name_is_also_a_subpackage():
+    # Python sets a package's attribute to each subpackage it imports: an export of the same
+    # name (taskrank.adapt was once the function and the subpackage) would change meaning
+    # depending on what had been imported before.
+    submodules = {info.name for info in pkgutil.iter_modules(taskrank.__path__)}
+    assert "adapt" in submodules
+    assert not submodules & set(taskrank.__all__)
+
+
+def test_adapt_is_the_subpackage_whatever_was_imported_first():
+    code = (
+        "import taskrank, types; first = taskrank.adapt; import taskrank.training; "
+        "print(isinstance(first, types.ModuleType), taskrank.adapt is first, callable(taskrank.adapt.adapt))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "True"]
 
 
 def test_import_does_not_load_torch():

@@ -51,7 +51,8 @@ _EXPORTS: dict[str, str] = {
     "tune_fusion": "taskrank.evaluation",
     "compare": "taskrank.evaluation",
     "Comparison": "taskrank.evaluation",
-    "adapt": "taskrank.adapt",
+    # (the adapt() function lives at taskrank.adapt.adapt: ``taskrank.adapt`` is its subpackage,
+    # and a top-level name equal to a subpackage would change meaning once that is imported)
     "AdaptResult": "taskrank.adapt",
     "read_corpus": "taskrank.adapt",
     "train_ranker": "taskrank.training",
