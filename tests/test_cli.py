@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -76,16 +77,20 @@ def test_the_console_script_ends_promptly_with_main_s_exit_codes_and_output(tmp_
 
 
 CHECK_IMPORT = """
-import gc, sys
+import gc, os, sys
 from taskrank.cli.merge import _import_engine
-assert "torch" not in sys.modules
+assert "torch" not in sys.modules and "numpy" not in sys.modules
 merge = _import_engine()
 from taskrank import merge as exported
 assert merge is exported and "torch" in sys.modules
-print(gc.isenabled(), gc.get_freeze_count() > 0)
+print(gc.isenabled(), gc.get_freeze_count() > 0, os.environ.get("OPENBLAS_NUM_THREADS"))
 """
 
 
-def test_the_merge_command_imports_torch_with_the_collector_paused_and_then_back_on():
-    proc = subprocess.run([sys.executable, "-c", CHECK_IMPORT], capture_output=True, text=True, timeout=120)
-    assert proc.stdout.split() == ["True", "True"], proc.stderr
+def test_the_merge_command_imports_torch_with_the_collector_paused_and_blas_alone():
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    fresh = subprocess.run([sys.executable, "-c", CHECK_IMPORT], capture_output=True, text=True, env=env)
+    assert fresh.stdout.split() == ["True", "True", "1"], fresh.stderr
+    env["OPENBLAS_NUM_THREADS"] = "3"  # a user's own setting stands
+    theirs = subprocess.run([sys.executable, "-c", CHECK_IMPORT], capture_output=True, text=True, env=env)
+    assert theirs.stdout.split() == ["True", "True", "3"], theirs.stderr

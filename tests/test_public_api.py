@@ -38,6 +38,14 @@ def test_import_does_not_load_torch():
     assert out.strip() == "False"
 
 
+def test_the_command_line_starts_without_numpy():
+    # numpy's OpenBLAS would start threads that spin beside a merge's torch import (see
+    # cli.merge._import_engine): no command module may import numpy when the app loads
+    code = "import sys, taskrank.cli; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_the_merge_command_finds_and_hashes_inputs_before_torch_loads():
     # taskrank merge starts reading and hashing its inputs, then imports torch: the modules it
     # needs for the first part must not pull torch in.

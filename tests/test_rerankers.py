@@ -42,7 +42,13 @@ REFERENCES = {
 
 
 def test_kinds_are_the_four_families():
+    import typing
+
+    from taskrank import config, kinds
+
     assert set(KINDS) == {"monot5", "cross-encoder", "bi-encoder", "query-likelihood"}
+    # the light list (command line, config) and the config's type agree with the registry
+    assert kinds.KINDS == config.KINDS == KINDS == typing.get_args(config.Kind)
 
 
 @pytest.mark.parametrize("kind", KINDS)

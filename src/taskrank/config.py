@@ -28,12 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .arithmetic.selection import parse_layers as _parse_layer_set
 from .errors import ConfigError, MergeError
+from .kinds import KINDS
 
 #: α must lie in this closed interval. The paper finds α ≥ 1.5 already hurts; beyond ±3 the
 #: domain vector swamps the ranker, which is almost surely a typo (70 instead of 0.70).
 ALPHA_RANGE: tuple[float, float] = (-3.0, 3.0)
-#: The scoring families of :mod:`taskrank.rerankers` (``KINDS`` there).
-KINDS = ("monot5", "cross-encoder", "bi-encoder", "query-likelihood")
 SIGNIFICANCE_TESTS = ("student", "fisher")
 CORRECTIONS = ("bonferroni", "none")
 _METRIC = re.compile(r"^(ndcg|p|precision|recall|r|map|ap|mrr|rr)@[1-9][0-9]*$")

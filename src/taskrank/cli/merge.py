@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,12 +68,18 @@ def merge_command(
 
 
 def _import_engine() -> Callable[..., Any]:
-    """:func:`taskrank.merge`, imported. In a fresh process this loads torch, about 0.9 s of one
-    core, while the read-ahead and hashing processes want the other cores: the garbage
-    collector is paused for the import, whose objects all live on anyway (0.1 s saved on the
-    development machine), and they are then frozen out of later collections. Where torch is
-    loaded already (another command, a test, a notebook), nothing is changed."""
+    """:func:`taskrank.merge`, imported. In a fresh process this loads torch (and numpy), about
+    0.9 s of one core, while the read-ahead and hashing processes want the other cores:
+
+    - the garbage collector is paused for the import, whose objects all live on anyway (0.1 s
+      saved on the development machine), and they are then frozen out of later collections;
+    - numpy's OpenBLAS, unless told otherwise, starts no worker threads: they would spin for
+      about 0.1 s after loading, and a merge never calls BLAS.
+
+    Where torch is loaded already (another command, a test, a notebook), nothing is changed."""
     if "torch" not in sys.modules:
+        if "numpy" not in sys.modules:
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         collecting = gc.isenabled()
         gc.disable()
         try:

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from ..errors import ConfigError
-from ..rerankers import KINDS
+from ..kinds import KINDS  # not ..rerankers: the command line starts without numpy
 
 logger = logging.getLogger(__name__)
 
