@@ -41,9 +41,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_merge import ROOT, build, evict
-from taskrank.arithmetic.merging import SPAN
+from taskrank.arithmetic.merging import SPAN, _spans
 from taskrank.checkpoints import hashing
-from taskrank.checkpoints.formats import BufferPool, _Entry, _read_entry, _read_safetensors_header
+from taskrank.checkpoints.formats import BufferPool, _read_entry, _read_safetensors_header
 
 
 def cpu_seconds() -> float:
@@ -59,21 +59,16 @@ def read_loop(files: list[Path]) -> None:
                 pass
 
 
-def tensor_reads(files: list[Path], pool: BufferPool | None, span: int = 0) -> Callable[[], None]:
-    """A tensor from each file in turn (in pieces of ``span`` elements when given)."""
+def tensor_reads(files: list[Path], pool: BufferPool | None, pieces: bool = False) -> Callable[[], None]:
+    """A tensor from each file in turn (in the merge's pieces when ``pieces``)."""
     entries = [sorted(_read_safetensors_header(f)[0].values(), key=lambda e: e.begin) for f in files]
-
-    def pieces(entry: _Entry) -> list[tuple[int, int] | None]:
-        size = math.prod(entry.shape)
-        if not span or size <= span:
-            return [None]
-        return [(start, min(start + span, size)) for start in range(0, size, span)]
 
     def run() -> None:
         handles = [open(f, "rb") for f in files]  # noqa: SIM115 - closed below
         try:
             for row in zip(*entries, strict=True):
-                for piece in pieces(row[0]):
+                spans = _spans(math.prod(row[0].shape)) if pieces else [None]
+                for piece in spans:
                     for handle, entry in zip(handles, row, strict=True):
                         tensor = _read_entry(handle, entry, pool=pool, span=piece)
                         if pool is not None:
@@ -140,7 +135,9 @@ def main() -> None:
     cold: dict[str, Callable[[], object]] = {
         "read() loop": lambda: read_loop(files),
         "merge order, fresh buffers": tensor_reads(files, None),
-        "merge order, 4 MB pieces, recycled": tensor_reads(files, BufferPool(16 * 4 * SPAN, 4 * SPAN), SPAN),
+        "merge order, 4 MB pieces, recycled": tensor_reads(
+            files, BufferPool(16 * 4 * SPAN, 4 * SPAN), pieces=True
+        ),
         "mapped child (read-ahead)": lambda: mapped_child(files),
         "mapped child, then read()": lambda: mapped_then_read(files),
         "fadvise WILLNEED, then read()": lambda: fadvise_then_read(files),
@@ -148,7 +145,7 @@ def main() -> None:
     warm: dict[str, Callable[[], object]] = {
         "fresh buffers": tensor_reads(files, None),
         "BufferPool": tensor_reads(files, BufferPool(3 * 4 * 32128 * 768)),
-        "4 MB pieces, recycled blocks": tensor_reads(files, BufferPool(16 * 4 * SPAN, 4 * SPAN), SPAN),
+        "4 MB pieces, recycled blocks": tensor_reads(files, BufferPool(16 * 4 * SPAN, 4 * SPAN), pieces=True),
         "sha256, 1 thread": lambda: sha_in_process(files),
         "sha256, 2 processes": lambda: sha_children(files),
     }

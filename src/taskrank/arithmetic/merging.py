@@ -114,11 +114,11 @@ def _all_finite(t: torch.Tensor) -> bool:
 SPAN = 1 << 20
 
 
-def _spans(item: _PlanItem, whole: bool) -> list[tuple[int, int]]:
-    """The pieces ``item`` is merged in: element ranges of the flattened tensor, in order."""
-    size = math.prod(item.shape)
-    if whole or size <= SPAN or not item.dtype.is_floating_point:
-        return [(0, size)]  # a non-float tensor is compared whole (with its zero-vector check)
+def _spans(size: int, whole: bool = False) -> list[tuple[int, int]]:
+    """The pieces a tensor of ``size`` elements is merged in: element ranges of the flattened
+    tensor, in order; one range when ``whole``."""
+    if whole or size <= SPAN:
+        return [(0, size)]
     return [(start, min(start + SPAN, size)) for start in range(0, size, SPAN)]
 
 
@@ -230,7 +230,10 @@ def merge(
     # A merge to disk takes large tensors a piece at a time, where every input can read a piece;
     # in memory the output is whole tensors anyway.
     whole = out is None or not all(hasattr(src, "get_span") for src in sources.values())
-    spans = {item.name: _spans(item, whole) for item in items}
+    # (a non-float tensor is taken whole, for its zero-vector check)
+    spans = {
+        item.name: _spans(math.prod(item.shape), whole or not item.dtype.is_floating_point) for item in items
+    }
     # Reads go into recycled buffers. Pieces share buffers of one size, the largest piece in
     # float32, of which a few are in use at any time (the inputs of two pieces in flight, the
     # piece being written); whole tensors are recycled by size, up to three of the largest idle.
