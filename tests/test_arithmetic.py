@@ -663,3 +663,26 @@ def test_in_memory_inputs_are_not_modified(t5_trio):
             assert torch.equal(sd[k], v), k
     k = "shared.weight"
     assert torch.equal(out[k], r[k] + 0.5 * (d[k] - p[k]))
+
+
+def test_cli_summary_counts_and_names_the_tensors_outside_the_vector(bert_trio, tmp_path):
+    """The domain model's MLM head has no counterpart in the bare pretrained encoder: the summary
+    counts those tensors and names each, as the model card does (it once said "0 … without
+    counterpart" and named none)."""
+    from typer.testing import CliRunner
+
+    from taskrank.cli import app
+
+    out = tmp_path / "merged"
+    args = ["merge", "--ranker", str(bert_trio["ranker"]), "--domain", str(bert_trio["domain"]),
+            "--pretrained", str(bert_trio["pretrained"]), "--alpha", "0.5", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    card = (out / "README.md").read_text()
+    section = card.split("## Tensors outside the task vector")[1]
+    listed = re.findall(r"^- `(.+)`$", section, flags=re.MULTILINE)
+    head = [name for name in listed if "cls.predictions" in name]
+    assert len(head) >= 4  # the MLM head of the tiny BertForMaskedLM domain model
+    assert f"{len(listed)} tensors outside the task vector" in result.output
+    for name in listed:
+        assert f"  outside the task vector: {name}\n" in result.output

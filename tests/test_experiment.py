@@ -373,10 +373,14 @@ def test_output_holding_something_else(tmp_path, tiny_data, t5_trio, monkeypatch
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     config = make_config(tiny_data, t5_trio, out, systems=[{"name": "BM25", "type": "first-stage"}])
-    refused(config, monkeypatch, ConfigError, "not a taskrank experiment; pass --overwrite")
+    refused(config, monkeypatch, ConfigError, r"holds files taskrank did not write \(.*notes\.txt")
     assert (out / "notes.txt").read_text() == "mine"
-    result = run_experiment(config, overwrite=True, progress=False)
-    assert not (out / "notes.txt").exists() and result.report.is_file()
+    # --overwrite replaces only what taskrank wrote: a file it did not write is refused, and kept
+    with pytest.raises(ConfigError, match=r"holds .*notes\.txt, which taskrank did not write"):
+        run_experiment(config, overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    assert run_experiment(config, overwrite=True, progress=False).report.is_file()
 
 
 def test_output_that_is_a_file(tmp_path, tiny_data, t5_trio, monkeypatch):

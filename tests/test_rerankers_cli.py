@@ -136,3 +136,35 @@ def test_unknown_kind_and_bad_option(monkeypatch, setup, bert_trio, capsys):
     )
     assert "KEY=VALUE" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_split_restricts_the_candidates_and_says_how_many_were_dropped(setup, bert_trio, monkeypatch, capsys):
+    """Candidates for queries outside ``--split`` are dropped with one warning line, as fuse and
+    evaluate take such a run (rerank once refused it); none left is a one-line error, exit 2."""
+    from typer.testing import CliRunner
+
+    from taskrank.cli import app
+
+    dataset, _, out = setup
+    (dataset / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq3\td2\t1\n")
+    candidates = dataset.parent / "all.trec"
+    write_run({q: {"d1": 3.0, "d2": 2.0, "d4": 1.0} for q in ("q1", "q2", "q3")}, candidates)
+    for split, kept in (("test", {"q1", "q2"}), ("dev", {"q3"})):
+        target = out.with_name(f"{split}.trec")
+        args = ["rerank", "--model", str(bert_trio["ranker"]), "--kind", "cross-encoder", "--dataset",
+                str(dataset), "--candidates", str(candidates), "--out", str(target), "--split", split,
+                "--device", "cpu", "--quiet"]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert set(read_run(target)) == kept
+        dropped = 3 - len(kept)
+        warning = f"warning: {dropped} of 3 queries of {candidates} are not in split {split!r}"
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1 and warnings[0].startswith(warning), result.stderr
+    only_dev = dataset.parent / "dev-only.trec"
+    write_run({"q3": {"d2": 1.0}}, only_dev)
+    code = _run_cli(monkeypatch, bert_trio["ranker"], "cross-encoder", dataset, only_dev, out)
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {only_dev}: none of its 1 queries is in split 'test' (e.g. 'q3')"
+    assert not out.exists()

@@ -146,10 +146,15 @@ class ScoringConfig(_Strict):
 
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
-        None, description="model dtype (default: the checkpoint's)"
+        None, description="model dtype (default: float32)"
     )
     batch_size: int = Field(32, gt=0, description="pairs per forward pass")
-    max_length: int = Field(512, gt=0, description="tokens per query-document pair")
+    max_length: int | None = Field(
+        None,
+        gt=0,
+        description="tokens per query-document pair, for every system (default: the ranker's own, "
+        "e.g. a sentence-transformers max_seq_length, else 512)",
+    )
     top_k: int = Field(100, gt=0, description="candidates re-ranked per query (≤ first_stage.k)")
 
     @field_validator("device")
@@ -590,7 +595,18 @@ def _yaml_loader() -> Any:
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            # An alias repeats a node without copying text, so a few hundred bytes can expand
+            # to gigabytes ("billion laughs"): a config spells every value out instead.
+            event = self.peek_event()
+            anchor = getattr(event, "anchor", None)
+            if anchor is not None:
+                what = f"alias *{anchor}" if isinstance(event, yaml.AliasEvent) else f"anchor &{anchor}"
+                raise ConfigError(
+                    f"line {event.start_mark.line + 1}: YAML {what}: anchors and aliases are not "
+                    "allowed in an experiment config; write the value out"
+                )
+            return super().compose_node(parent, index)
 
     def construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
@@ -626,8 +642,9 @@ def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"experiment config {file} cannot be read: {exc}") from exc
     try:
-        data = yaml.load(text, Loader=_yaml_loader())
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _yaml_loader()
+        data = yaml.load(text, Loader=loader)
+        root = yaml.compose(text, Loader=loader)
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from None
     except yaml.YAMLError as exc:
@@ -644,7 +661,11 @@ def dump_config(config: ExperimentConfig) -> str:
     """The config as YAML text (every default spelt out), as copied into a results folder."""
     import yaml
 
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True  # load_config refuses anchors and aliases, so none may be written
+
+    return yaml.dump(config.model_dump(mode="json"), Dumper=Dumper, sort_keys=False, allow_unicode=True)
 
 
 # --------------------------------------------------------------------------- documentation
@@ -756,6 +777,10 @@ misspelt key is an error that names the file, the line and the key path:
 Relative paths are relative to the directory `taskrank run` is started from. The results
 folder receives a copy of the config with every default spelt out (`config.yaml`).
 
+YAML anchors and aliases (`&name`, `*name`) are refused, with the line of the first one: an
+alias repeats a node without repeating its text, so a file of a few hundred bytes can expand
+to gigabytes. Write each value out.
+
 A small example (the recipes under `configs/paper/` are complete ones):
 
 ```yaml
@@ -778,7 +803,20 @@ systems:
 
 Checked before any heavy work starts: the dataset and every checkpoint can be found, layer
 indices exist in the ranker (its config's number of layers), system names are unique, and the
-results folder does not hold a different experiment (refused unless `--overwrite`).
+results folder is empty, new, or holds only what taskrank wrote there.
+
+The results folder (`output`) must be a folder of its own: one that holds files taskrank did
+not write (the dataset, this file, notes) is refused, naming one of them, and nothing in it is
+deleted, `--overwrite` or not. taskrank lists every file it writes there in
+`.taskrank-manifest.json` (each before the file appears, so a killed run's files are listed
+too); `--overwrite` replaces a different experiment's results by deleting only the listed
+files, and keeps the step cache `cache/`. A folder written by a version without that list is
+not cleared: remove it yourself. While a run writes the folder it holds a lock on it
+(`.taskrank.lock`): a second run on the same folder is refused at once, naming the first one's
+pid.
+
+Steps already computed are taken from the step cache (`cache_dir`); what it and the other
+caches trust before they reuse a result is in [cache.md](cache.md).
 
 This page's tables are generated from the schema (`python -m taskrank.config > docs/config.md`);
 a test fails when they drift apart.

@@ -18,6 +18,8 @@ The results dict holds:
 - ``sweeps``: ``{system: {"alphas", "dev", "test", "best_alpha", "select_on", "weights"}}`` (optional)
 - ``ablations``: ``{system: {"alpha", "layers", "only": [...], "except": [...], "ranker", "full"}}``
 - ``environment``: versions, device, seed (optional)
+- ``scoring``: the settings every system was scored with, ``{"kind", "max_length", "max_length_from",
+  "options", "dtype", "batch_size", "top_k", "description"}`` (optional)
 
 Plots use matplotlib's Agg backend (no display needed).
 """
@@ -232,6 +234,9 @@ def render_markdown(results: Mapping[str, Any], plots: Mapping[str, str] | None 
         )
     if results.get("first_stage"):
         facts.append(f"First stage: {results['first_stage']}.")
+    scoring = results.get("scoring")
+    if scoring:
+        facts.append(f"Scoring (every system): {scoring['description']}.")
     if results.get("fusion"):
         facts.append(f"Fusion: {results['fusion']}.")
     if facts:

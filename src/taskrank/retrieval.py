@@ -144,14 +144,30 @@ class BM25Index:
         return _tokenize(texts, self.params, progress=progress, return_ids=return_ids)
 
     @classmethod
-    def build(cls, corpus: Corpus, params: BM25Params | None = None, *, progress: bool = True) -> BM25Index:
-        """Tokenise and index ``corpus`` (document text = title + " " + text)."""
+    def build(
+        cls,
+        corpus: Corpus,
+        params: BM25Params | None = None,
+        *,
+        progress: bool = True,
+        source: str | None = None,
+    ) -> BM25Index:
+        """Tokenise and index ``corpus`` (document text = title + " " + text).
+
+        A corpus without a single term to index (every text empty, or stop words and one-letter
+        words only) is a :class:`DataError` naming ``source``, the corpus's file or folder."""
         bm25s = _bm25s()
         params = params or BM25Params()
         if not corpus:
-            raise DataError("cannot build a BM25 index over an empty corpus")
+            raise DataError(f"cannot build a BM25 index over an empty corpus{_named(source)}")
         doc_ids = list(corpus)
         tokens = _tokenize([doc_text(corpus[d]) for d in doc_ids], params, progress=progress, return_ids=True)
+        if not tokens.vocab:
+            raise DataError(
+                f"cannot build a BM25 index over the corpus{_named(source)}: none of its {len(doc_ids)} "
+                f"documents has a term to index (titles and texts empty, or {params.language} stop "
+                "words and one-letter words only)"
+            )
         retriever = bm25s.BM25(k1=params.k1, b=params.b, delta=params.delta, method=params.variant)
         retriever.index(tokens, show_progress=progress)
         return cls(retriever, doc_ids, params, corpus_fingerprint(corpus))
@@ -222,6 +238,10 @@ class BM25Index:
         return run
 
 
+def _named(source: str | None) -> str:
+    return f" {source}" if source else ""
+
+
 def _tokenize(texts: list[str], params: BM25Params, *, progress: bool, return_ids: bool) -> Any:
     import Stemmer
 
@@ -252,9 +272,11 @@ def get_index(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    source: str | None = None,
 ) -> BM25Index:
     """The BM25 index of ``corpus``: loaded from ``cache_dir`` when one with the same corpus
-    content and parameters exists, otherwise built and saved there.
+    content and parameters exists, otherwise built and saved there. ``source`` names the corpus
+    (its file or folder) in errors.
 
     >>> index = get_index(corpus, BM25Params(k1=0.9, b=0.4), cache_dir="cache/bm25")  # doctest: +SKIP
     >>> index.from_cache  # doctest: +SKIP
@@ -262,7 +284,7 @@ def get_index(
     """
     params = params or BM25Params()
     if not corpus:
-        raise DataError("cannot build a BM25 index over an empty corpus")
+        raise DataError(f"cannot build a BM25 index over an empty corpus{_named(source)}")
     fingerprint = corpus_fingerprint(corpus)
     folder = Path(cache_dir) if cache_dir is not None else default_index_cache()
     path = folder / f"bm25-{_cache_key(fingerprint, params)}"
@@ -277,7 +299,7 @@ def get_index(
                 logger.info("BM25 index loaded from %s", path)
                 return index
             logger.warning("BM25 index at %s does not match the corpus; rebuilding", path)
-    index = BM25Index.build(corpus, params, progress=progress)
+    index = BM25Index.build(corpus, params, progress=progress, source=source)
     index.save(path, overwrite=True)
     logger.info("BM25 index saved to %s", path)
     return index

@@ -26,6 +26,7 @@ import torch
 
 from ..atomic import atomic_dir, check_output_dir, write_json, write_text
 from ..errors import CheckpointError, ConfigError, ModelError
+from ..rerankers.base import load_model
 from ..tokenization import special_affixes
 from .corpus import CorpusTexts, PathLike, read_corpus
 from .objectives import OBJECTIVES, detect_objective, make_batcher
@@ -472,10 +473,8 @@ def adapt(
 
     with local_rng(torch_device):
         torch.manual_seed(derived_seed(settings.seed, 0xADA))  # a new head (MLM on a bare encoder) is seeded
-        try:
-            model = model_cls.from_pretrained(load_from, dtype=torch.float32)
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot load {load_from} as {OBJECTIVES[objective]}: {exc}") from exc
+        # a truncated or corrupt weight file, or a refused pickle, is a CheckpointError naming it
+        model = load_model(model_cls, load_from, torch.float32, f"{load_from} as {OBJECTIVES[objective]}")
         model.to(torch_device)
         model.train()
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and p.requires_grad]

@@ -126,10 +126,13 @@ def _merge_span(
     item: _PlanItem, base: Any, vector: TaskVector, start: int, stop: int
 ) -> tuple[torch.Tensor, str | None]:
     """Elements ``start:stop`` of the flattened output tensor of ``item`` (1-D), and why the
-    tensor stays unchanged, when it does."""
+    tensor stays unchanged, when it does. Every float piece is checked for NaN/Inf as written
+    (in the output dtype), whether merged or copied unchanged."""
     tensor = _span(base, item.name, start, stop)
     if item.vector_key is None:
         out = tensor.to(item.out_dtype)
+        if out.dtype.is_floating_point and not _all_finite(out):
+            raise MergeError(_non_finite(item, base, vector, start, stop))
         if out is not tensor:
             _give_back(base, tensor)
         return out, item.reason
@@ -148,22 +151,46 @@ def _merge_span(
         _give_back(base, tensor)
     if delta is not None:
         out[: end - start].add_(delta)
-    if not _all_finite(out):
-        if delta is not None and torch.isnan(delta).any():
-            bad = "the domain/pretrained inputs hold NaN"
-        elif delta is not None and not torch.isfinite(delta).all():
-            bad = "overflow of α·τ, or Inf in the domain/pretrained inputs"
-        else:
-            bad = "the ranker holds NaN/Inf, or the sum overflows"
-        raise MergeError(
-            f"merge produced NaN/Inf in tensor {item.name!r} ({bad}); check alpha and the inputs"
-        )
-    if delta is not None:
         vector.give_back(delta)
     result = out.to(item.out_dtype)
+    if not _all_finite(result):
+        raise MergeError(_non_finite(item, base, vector, start, stop))
     if result is not out:
         _give_back(base, out)
     return result, None
+
+
+def _non_finite(item: _PlanItem, base: Any, vector: TaskVector, start: int, stop: int) -> str:
+    """The error for a piece of ``item`` that came out with NaN/Inf, naming the input it came
+    from. Only called on failure, so reading the inputs of the piece again costs nothing."""
+
+    def flaw(source: Any, key: str, begin: int, end: int) -> str | None:
+        """Which non-finite value (NaN, else Inf) elements begin:end of ``source[key]`` hold."""
+        piece = _span(source, key, begin, end)
+        if not piece.dtype.is_floating_point or bool(piece.isfinite().all()):
+            return None
+        return "NaN" if bool(piece.isnan().any()) else "Inf"
+
+    dtype = str(item.out_dtype).replace("torch.", "")
+    bad = flaw(base, item.name, start, stop)
+    if item.vector_key is None:  # copied unchanged: only the ranker or the dtype can be at fault
+        why = f"the ranker {base.name} holds {bad}" if bad else f"a value overflows {dtype}"
+        return f"tensor {item.name!r} would be copied into the merge with NaN/Inf ({why}; {item.reason})"
+    end = min(stop, item.vector_size)
+    if bad is not None:
+        why = f"the ranker {base.name} holds {bad}"
+    else:
+        terms = vector._locate(item.vector_key)
+        inputs = [(ft, fk) for _, ft, fk, _, _ in terms] + [(pre, pk) for _, _, _, pre, pk in terms]
+        why = f"overflow of θ_ranker + α·τ, or of {dtype}"
+        if start < end:  # the vector covers this piece
+            if not _all_finite(vector.get_span(item.vector_key, start, end)):
+                why = "overflow of α·τ"
+            for source, key in inputs:
+                if (bad := flaw(source, key, start, end)) is not None:
+                    why = f"the domain/pretrained inputs hold {bad}, in {source.name}"
+                    break
+    return f"merge produced NaN/Inf in tensor {item.name!r} ({why}); check alpha and the inputs"
 
 
 # --------------------------------------------------------------------------- merge

@@ -44,9 +44,21 @@ class MergeReport:
         }
 
     def summary(self) -> str:
+        """One line of counts; the tensors behind each count are :meth:`details` (and the card)."""
         return (
             f"{self.recipe}: {len(self.merged)} tensors merged, {len(self.unchanged)} unchanged, "
-            f"{len(self.vector_only)} vector tensors without counterpart; dtype {self.dtype}"
+            f"{len(self.vector_only)} vector tensors without counterpart in the base, "
+            f"{len(self.unpaired)} tensors outside the task vector; dtype {self.dtype}"
+        )
+
+    def details(self) -> list[str]:
+        """The tensors the card lists, one line each: left unchanged (with the reason), vector
+        tensors with no counterpart in the base, and tensors outside the task vector (a fine-tuned
+        or pretrained tensor with no counterpart in the other, e.g. an MLM head; "checkpoint: name")."""
+        return (
+            [f"unchanged: {name} ({reason})" for name, reason in self.unchanged.items()]
+            + [f"not applied (no counterpart in the base): {name}" for name in self.vector_only]
+            + [f"outside the task vector: {name}" for name in self.unpaired]
         )
 
     def to_markdown(self) -> str:

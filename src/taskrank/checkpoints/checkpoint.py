@@ -7,17 +7,26 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 import torch
 
+from ..atomic import copy_plain
 from ..errors import CheckpointError
 from . import hashing
 from .formats import BufferPool, _Entry, _read_entry, _read_safetensors_header
-from .layout import WEIGHT_INDEXES, WEIGHT_SUFFIXES, _in_hub_cache, weight_files
+from .layout import (
+    BIN_INDEX,
+    BIN_SINGLE,
+    SAFE_INDEX,
+    SAFE_SINGLE,
+    WEIGHT_INDEXES,
+    WEIGHT_SUFFIXES,
+    _in_hub_cache,
+    weight_files,
+)
 from .resolve import resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -56,13 +65,47 @@ def _load_bin(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"missing weight file {file}") from exc
     except Exception as exc:  # torch raises many types for a corrupt or unsafe pickle
         raise CheckpointError(
-            f"cannot load PyTorch weights {file} (corrupt, or not weights-only): {exc}"
+            f"cannot load PyTorch weights {file} (corrupt, or not weights-only): {_pickle_problem(exc)}"
         ) from exc
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{file} does not hold a state dict of tensors")
     return dict(obj)
+
+
+def _pickle_problem(exc: Exception) -> str:
+    """One line of what torch.load said: the weights-only unpickler's own reason when it gives one
+    (its message is several paragraphs of advice around it)."""
+    text = str(exc)
+    _, marker, reason = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (reason if marker else text).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_weight_files(path: str | os.PathLike[str], *, pickles: bool = True) -> None:
+    """Check the weight files of the local checkpoint folder ``path`` as taskrank reads them, so
+    that a bad one is a :class:`CheckpointError` naming the file: a truncated safetensors file, a
+    header of impossible length (a length of 2^62 is not allocated), a missing shard, and with
+    ``pickles`` a ``.bin`` that ``torch.load(weights_only=True)`` refuses or cannot read.
+
+    Safetensors files cost a header read each; pickles are loaded whole (memory-mapped where
+    they can be), so callers check them once something has failed. A folder without any weight
+    file passes: the loader that needs one says so in its own terms.
+
+    Example::
+
+        check_weight_files("models/ranker")  # before handing the folder to transformers
+    """
+    folder = Path(path)
+    if not any((folder / name).exists() for name in (SAFE_INDEX, SAFE_SINGLE, BIN_INDEX, BIN_SINGLE)):
+        return
+    kind, files = weight_files(folder)
+    for file in files:
+        if kind == "safetensors":
+            _read_safetensors_header(file)
+        elif pickles:
+            _load_bin(file)
 
 
 class _StreamingHash:
@@ -348,10 +391,6 @@ def copy_non_weight_files(src: Path, dst: Path) -> list[str]:
             continue
         if item.is_file() and (name.endswith(WEIGHT_SUFFIXES) or name in WEIGHT_INDEXES):
             continue
-        target = dst / name
-        if item.is_dir():
-            shutil.copytree(item, target, symlinks=False)
-        else:
-            shutil.copy2(item, target)
+        copy_plain(item, dst / name)  # the umask's modes, not the source's
         copied.append(name)
     return copied

@@ -6,18 +6,23 @@ so commands live next to nothing but their own argument parsing.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
 import pkgutil
 import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
-from ..errors import TaskrankError
+from ..errors import ConfigError, TaskrankError
 
 app = typer.Typer(
     name="taskrank",
@@ -27,6 +32,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True)
+
+BUG_LINE = "this is a bug in taskrank; please report it with the traceback above"
+"""The line after the traceback of an unexpected exception (exit status 1)."""
+
+
+class Interrupted(Exception):
+    """A command was interrupted (Ctrl-C) and knows how to continue: ``hint`` ends up on the
+    ``interrupted`` line (exit status 130). Commands raise it from their KeyboardInterrupt."""
+
+    def __init__(self, hint: str = "") -> None:
+        super().__init__(hint)
+        self.hint = hint
 
 
 def _version(value: bool) -> None:
@@ -42,9 +59,62 @@ def _root(
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    level = logging.INFO if verbose else logging.WARNING
+    root = logging.getLogger()
+    if not root.handlers:  # as basicConfig: a host that configured logging keeps its setup
+        logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+        # the level on the handler too: a library that sets its own logger to DEBUG (bm25s
+        # does, on import) would otherwise add debug lines to an error's one line on stderr
+        root.handlers[0].setLevel(level)
+
+
+def _os_error_text(exc: OSError) -> str:
+    """One line for an OSError: the path(s) it concerns and what the system said; a path under a
+    file, or a file where a folder belongs, is named as such."""
+    what = " ".join((exc.strerror or str(exc) or type(exc).__name__).split())
+    names = [_path_text(name) for name in (exc.filename, exc.filename2) if name is not None]
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) and names:
+        blocker = _file_in_the_way(Path(names[0]))
+        if blocker is not None:
+            where = "" if blocker == Path(names[0]) else f"{names[0]}: "
+            return f"{where}{blocker} is a file, not a folder"
+    return f"{' -> '.join(names)}: {what}" if names else what
+
+
+def _path_text(name: object) -> str:
+    return os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing one of ``path`` and its parents, when that is not a folder."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def check_output(out: Path, overwrite: bool, *, folder: bool = False, existing_ok: bool = False) -> None:
+    """Refuse, before any work is done, an output the command could not write at its end: one
+    that exists (without ``overwrite``), a file output that is a folder, a path under a file, or
+    one whose folder takes no new entries (no permission, a read-only file system, /proc).
+
+    The last is tried, not guessed from permission bits (which root ignores): an empty folder
+    is made in the nearest existing folder of ``out`` and removed at once.
+    ``existing_ok``: an existing output is the command's to judge (the demo resumes into one)."""
+    if not folder and out.is_dir():
+        raise ConfigError(f"output {out} is a folder; give the path of a file")
+    if out.exists() and not (overwrite or existing_ok):
+        raise ConfigError(f"output {out} already exists; pass --overwrite to replace it")
+    blocker = _file_in_the_way(out.parent)
+    if blocker is not None:
+        raise ConfigError(f"cannot write {out}: {blocker} is a file, not a folder")
+    parent = next((p for p in (out.parent, *out.parent.parents) if p.is_dir()), Path("."))
+    try:
+        probe = tempfile.mkdtemp(prefix=".taskrank-probe-", dir=parent)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"cannot write {out}: nothing can be created in {parent} ({reason})") from None
+    os.rmdir(probe)
 
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
@@ -53,26 +123,61 @@ for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
 
 
 def main() -> None:
-    """Entry point of the ``taskrank`` script: user errors become one line and exit code 2."""
+    """Entry point of the ``taskrank`` script, and its error contract (exit status):
+
+    - 0: done;
+    - 2: a user-facing failure (a :class:`TaskrankError`, a usage error, or the environment
+      refusing a file: permission, a read-only or full disk, a path under a file), as one line
+      ``error: ...`` on stderr naming the path or value at fault;
+    - 130: interrupted (Ctrl-C, SIGINT): one line ``interrupted`` on stderr; outputs are written
+      to temporary paths and renamed, so each is either complete or absent;
+    - 1: a bug in taskrank: the traceback, then a line asking for a report.
+    """
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except TaskrankError as exc:
-        # the message is text, not markup: a path like "out-[v1]" must come out whole
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _error_line(str(exc))
         sys.exit(2)
+    except Interrupted as exc:
+        _interrupted(exc.hint)
+    except KeyboardInterrupt:  # raised outside a command (typer turns the command's into Exit(130))
+        _interrupted()
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
+    except OSError as exc:
+        # The environment refused a file (permission, read-only or full file system, a path
+        # under a file, a folder where a file belongs): a user-facing failure, not a bug.
+        _error_line(_os_error_text(exc))
+        sys.exit(2)
     except Exception as exc:
         # Usage errors (unknown command, bad option) come from click, or the click vendored by
         # typer: they know how to show themselves and which exit code to use.
-        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(code, int):
+        show, status = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(status, int):
             show()
-            sys.exit(code)
-        raise
+            sys.exit(status)
+        traceback.print_exc()
+        err_console.print(BUG_LINE, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    # standalone_mode=False returns the code of a typer.Exit, and typer turns KeyboardInterrupt
+    # into Exit(130): that code must reach the shell
+    if code == 130:
+        _interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _error_line(text: str) -> None:
+    # the message is text, not markup: a path like "out-[v1]" must come out whole
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def _interrupted(hint: str = "") -> NoReturn:
+    err_console.print(f"interrupted{'; ' + escape(hint) if hint else ''}", highlight=False, soft_wrap=True)
+    sys.exit(130)
 
 
 def entry() -> None:
@@ -82,7 +187,7 @@ def entry() -> None:
     freeing every object), a tenth of a whole ``taskrank merge`` of t5-base. Once a command
     has returned, its outputs are complete and renamed into place and its worker threads
     joined, so the process flushes its streams and logs and ends with ``os._exit``.
-    Exceptions other than an exit keep Python's usual handling (a traceback, then exit 1).
+    Exit statuses are :func:`main`'s.
     """
     try:
         main()

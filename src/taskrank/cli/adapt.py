@@ -45,32 +45,52 @@ def adapt_command(
 ) -> None:
     """Make a domain checkpoint from an unlabeled corpus (MLM, T5 span corruption or next-token LM)."""
     from ..adapt import adapt
+    from . import Interrupted, check_output
 
-    result = adapt(
-        pretrained,
-        corpus,
-        out,
-        steps=steps,
-        lr=lr,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        max_length=max_length,
-        warmup_ratio=warmup_ratio,
-        seed=seed,
-        save_every=save_every,
-        device=device,
-        dtype=dtype,
-        skip_empty=skip_empty,
-        overwrite=overwrite,
-        resume=resume,
-        progress=not quiet,
-    )
+    check_output(out, overwrite, folder=True)
+    try:
+        result = adapt(
+            pretrained,
+            corpus,
+            out,
+            steps=steps,
+            lr=lr,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            max_length=max_length,
+            warmup_ratio=warmup_ratio,
+            seed=seed,
+            save_every=save_every,
+            device=device,
+            dtype=dtype,
+            skip_empty=skip_empty,
+            overwrite=overwrite,
+            resume=resume,
+            progress=not quiet,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(resume_hint(out, save_every)) from None
     if not quiet:
         typer.echo(
             f"{result.objective} on {result.corpus_docs} documents ({result.examples} windows), "
             f"{result.steps} steps, final loss {result.final_loss:.4f}\n"
             f"wrote {result.path} (use it as --domain of taskrank merge)"
         )
+
+
+def resume_hint(out: Path, save_every: int) -> str:
+    """How to go on after an interrupted ``taskrank adapt`` into ``out``."""
+    from ..adapt import latest_checkpoint, work_dir
+
+    work = work_dir(out)
+    newest = latest_checkpoint(work) if work.is_dir() else None
+    if newest is not None:
+        step = int(newest.name.removeprefix("checkpoint-"))
+        return f"checkpoint of step {step} in {newest}; run the same command with --resume to continue"
+    if work.exists():
+        return f"no checkpoint was saved yet; run the same command with --overwrite to start again ({work})"
+    every = f"one every {save_every} steps" if save_every else "--save-every 0"
+    return f"no checkpoint was saved yet ({every}); run the same command to start again"
 
 
 def register(app: typer.Typer) -> None:

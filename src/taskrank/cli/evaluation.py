@@ -15,8 +15,9 @@ FORMATS = ("markdown", "latex", "json")
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise ConfigError(f"output {out} already exists; pass --overwrite to replace it")
+    from . import check_output
+
+    check_output(out, overwrite)
 
 
 def _split_list(values: list[str]) -> list[str]:
@@ -61,15 +62,17 @@ def retrieve_command(
             raise ConfigError("give either --dataset or --corpus/--queries, not both")
         data = load_beir(dataset, split=split, cache_dir=cache_dir, progress=not quiet)
         docs, topics, source = data.corpus, data.queries, {"dataset": str(dataset), "split": split}
+        corpus_name = str(data.path or dataset)
     elif corpus is not None and queries is not None:
         docs, topics = load_corpus(corpus), load_queries(queries)
         if qrels is not None:
             topics, _, _ = restrict_to_judged(topics, read_qrels(qrels), docs, source=str(qrels))
         source = {"corpus": str(corpus), "queries": str(queries), "qrels": str(qrels) if qrels else None}
+        corpus_name = str(corpus)
     else:
         raise ConfigError("give --dataset, or both --corpus and --queries")
     start = time.perf_counter()
-    index = get_index(docs, params, cache_dir=index_cache, progress=not quiet)
+    index = get_index(docs, params, cache_dir=index_cache, progress=not quiet, source=corpus_name)
     run = index.search(topics, k=k, progress=not quiet)
     seconds = time.perf_counter() - start
     write_run(run, out, tag=tag)

@@ -41,7 +41,9 @@ def merge_command(
     """Merge a ranker with a domain task vector: θ_ranker + α·(θ_domain − θ_pretrained)."""
     # Hash the local inputs for the model card while torch loads (none of this imports torch).
     from ..checkpoints.hashing import read_ahead
+    from . import check_output
 
+    check_output(out, overwrite, folder=True)
     read_ahead(f for ref in (ranker, domain, pretrained) for f in _local_weight_files(ref))
     merge = _import_engine()
     result = merge(
@@ -62,8 +64,8 @@ def merge_command(
     )
     if not quiet:
         typer.echo(result.report.summary())
-        for name, reason in result.report.unchanged.items():
-            typer.echo(f"  unchanged: {name} ({reason})")
+        for line in result.report.details():
+            typer.echo(f"  {line}")
         typer.echo(f"wrote {result.path} (model card: {result.path}/README.md)")
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..kinds import KINDS  # not ..rerankers: the command line starts without numpy
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,27 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def restrict_to_split(
+    run: dict[str, Any], queries: Mapping[str, str], split: str, source: Path
+) -> dict[str, Any]:
+    """The candidates of the split's queries only, as ``fuse`` and ``evaluate`` take a run; how
+    many queries were dropped goes to stderr in one line. None left of a run that had some is a
+    :class:`DataError`."""
+    kept = {qid: docs for qid, docs in run.items() if qid in queries}
+    dropped = [qid for qid in run if qid not in kept]
+    if dropped and not kept:
+        raise DataError(
+            f"{source}: none of its {len(run)} queries is in split {split!r} (e.g. {dropped[0]!r})"
+        )
+    if dropped:
+        typer.echo(
+            f"warning: {len(dropped)} of {len(run)} queries of {source} are not in split {split!r} "
+            f"and are not re-ranked (e.g. {dropped[0]!r})",
+            err=True,
+        )
+    return kept
+
+
 def rerank_command(
     model: str = typer.Option(..., "--model", "-m", help="Checkpoint directory or hub id."),
     kind: str = typer.Option(..., "--kind", "-k", help=f"Scoring family: {' | '.join(KINDS)}."),
@@ -40,7 +62,12 @@ def rerank_command(
     max_tokens: int | None = typer.Option(
         None, "--max-tokens", help="Padded-token budget per batch (replaces --batch-size)."
     ),
-    max_length: int = typer.Option(512, "--max-length", help="Maximum input length in tokens."),
+    max_length: int | None = typer.Option(
+        None,
+        "--max-length",
+        help="Maximum input length in tokens (default: the model's own, e.g. a sentence-transformers "
+        "max_seq_length, else 512).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16 (GPU only)."),
     option: list[str] = typer.Option(
@@ -53,13 +80,13 @@ def rerank_command(
     """Re-rank the top-k candidates of each query with a model of the given family."""
     from ..data import load_beir, read_run, write_run
     from ..rerankers import load_reranker, reranker_class, select_candidates
+    from . import check_output
 
     reranker_class(kind)  # an unknown kind fails before anything is read
     options = dict(parse_option(text) for text in option)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"output {out} already exists; pass --overwrite to replace it")
+    check_output(out, overwrite)
     data = load_beir(dataset, split=split, progress=not quiet)
-    run = read_run(candidates)
+    run = restrict_to_split(read_run(candidates), data.queries, split, candidates)
     # every id is checked before the model is loaded
     select_candidates(run, data.corpus, data.queries, top_k)
     reranker = load_reranker(

@@ -46,7 +46,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The offline demo: tiny models built here, a bundled dataset, the whole experiment (~1 minute)."""
         from ..demo import QUICK, DemoSettings, run_demo
+        from . import check_output
 
+        check_output(out, overwrite, folder=True, existing_ok=True)
         _quiet_transformers()
         result = run_demo(
             out, settings=QUICK if quick else DemoSettings(), overwrite=overwrite, progress=progress

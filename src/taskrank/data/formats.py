@@ -1,7 +1,8 @@
 """Readers and writers of the on-disk formats: BEIR JSONL, TREC runs, qrels and topics.
 
 Every reader reports a bad line as ``file:line: what is wrong`` (a :class:`DataError`),
-decodes strictly as UTF-8, refuses duplicate ids, and accepts gzip-compressed files
+decodes strictly as UTF-8, refuses duplicate ids and ids holding whitespace (which a TREC run
+could not hold: they fail when read, not after the scoring), and accepts gzip-compressed files
 (``*.gz``) transparently, as MIRACL ships its corpus that way.
 """
 
@@ -85,9 +86,20 @@ def _record_id(path: Path, number: int, record: dict) -> str:
         if key in record:
             value = record[key]
             if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
-                return str(value)
+                return _checked_id(path, number, str(value))
             raise DataError(f"{path}:{number}: id field {key!r} must be a non-empty string, got {value!r}")
     raise DataError(f"{path}:{number}: record has no id field (expected one of {', '.join(_ID_KEYS)})")
+
+
+def _checked_id(path: Path, number: int, value: str, what: str = "id") -> str:
+    """``value``, refused when it holds whitespace (a space, tab or newline): TREC runs and qrels
+    separate their fields by whitespace, so such an id could never be written or read back."""
+    if any(ch.isspace() for ch in value):
+        raise DataError(
+            f"{path}:{number}: {what} {value!r} contains whitespace, which TREC runs and qrels cannot "
+            "hold; rename it"
+        )
+    return value
 
 
 def _string_field(path: Path, number: int, record: dict, key: str, required: bool) -> str:
@@ -202,7 +214,8 @@ def _queries_tsv(file: Path) -> Queries:
         parts = line.split("\t")
         if len(parts) < 2 or not parts[0].strip():
             raise DataError(f"{file}:{number}: expected 'query id<TAB>query text', got {line[:80]!r}")
-        _add_query(queries, first_line, file, number, parts[0].strip(), "\t".join(parts[1:]).strip())
+        qid = _checked_id(file, number, parts[0].strip(), "query id")
+        _add_query(queries, first_line, file, number, qid, "\t".join(parts[1:]).strip())
     if not queries:
         raise DataError(f"{file}: no queries")
     return queries
@@ -225,7 +238,8 @@ def _queries_trec(file: Path) -> Queries:
         query = _XML_QUERY_RE.search(match.group(2))
         if query is None:
             raise DataError(f"{file}:{number}: <topic> without <query> or <title>")
-        _add_query(queries, first_line, file, number, match.group(1), " ".join(query.group(1).split()))
+        qid = _checked_id(file, number, match.group(1).strip(), "query id")
+        _add_query(queries, first_line, file, number, qid, " ".join(query.group(1).split()))
     if not queries:
         raise DataError(f"{file}: no TREC topics found (expected <top>…</top> or <topic number=…> blocks)")
     return queries
@@ -259,7 +273,7 @@ def read_qrels(path: PathLike) -> Qrels:
     qrels: Qrels = {}
     seen: dict[tuple[str, str], int] = {}
     for number, line in _lines(file):
-        parts = line.split()
+        parts = _fields(file, number, line, (3, 4))
         if not parts:
             continue
         if (
@@ -292,6 +306,20 @@ def read_qrels(path: PathLike) -> Qrels:
     return qrels
 
 
+def _fields(file: Path, number: int, line: str, counts: tuple[int, ...]) -> list[str]:
+    """The whitespace-separated fields of a qrels or run line. A tab-separated line whose tab
+    fields are as many as the format wants, but hold spaces, carries ids with spaces: splitting it
+    on all whitespace would shift its columns silently, so it is refused, naming the id."""
+    parts = line.split()
+    if "\t" in line:
+        cells = [cell.strip() for cell in line.strip().split("\t")]
+        if len(cells) in counts and len(cells) != len(parts):
+            spaced = next((cell for cell in cells if any(ch.isspace() for ch in cell)), None)
+            if spaced is not None:
+                _checked_id(file, number, spaced)
+    return parts
+
+
 def _is_number(value: str) -> bool:
     try:
         float(value)
@@ -311,7 +339,7 @@ def read_run(path: PathLike) -> Run:
     file = Path(path)
     run: Run = {}
     for number, line in _lines(file):
-        parts = line.split()
+        parts = _fields(file, number, line, (6,))
         if not parts:
             continue
         if len(parts) != 6:

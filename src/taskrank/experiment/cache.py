@@ -4,6 +4,11 @@ The key of a step is the sha256 of its inputs (checkpoint fingerprints, α and l
 the data it reads, the scoring settings), so a changed input invalidates exactly the steps that
 depend on it, and a killed run that starts again finds every step it had finished. Each entry is
 one JSON file written atomically (temporary file, then rename): an entry is whole or absent.
+
+An entry records the step and key it was made for and the sha256 of its value; one that fails
+either check (edited, damaged, copied to another key's file, or written by an older taskrank
+without a checksum) is reported and computed again, never used. What each cache trusts is in
+``docs/cache.md``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from ..errors import TaskrankError
 
 log = logging.getLogger(__name__)
 
+#: part of every key: what a step computes. Bump it when the values themselves change meaning.
 CACHE_VERSION = 1
+#: how an entry is stored. Format 1 had no checksum; its entries sit under the same keys (their
+#: values mean the same), so they are found, reported and rewritten in place rather than left
+#: behind as orphans, which a new CACHE_VERSION would do.
+ENTRY_FORMAT = 2
+_ENTRY_FIELDS = ("format", "step", "key", "checksum", "value")
 
 
 def digest(obj: Any) -> str:
@@ -45,6 +56,38 @@ def texts_digest(items: Mapping[str, str]) -> str:
     return h.hexdigest()
 
 
+def checksum(value: Any) -> str:
+    """``sha256:`` of the canonical JSON of a cached value. Unlike :func:`digest` it accepts NaN
+    (a model may score NaN), which JSON round-trips as written.
+
+    >>> checksum({"q1": {"d1": 0.5}}) == checksum(json.loads('{"q1": {"d1": 0.5}}'))
+    True
+    """
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _entry_problem(entry: Any, step: str, key: str) -> str | None:
+    """Why ``entry`` cannot be trusted as the value of ``step``/``key``; None when it can."""
+    if not isinstance(entry, dict):
+        return f"it holds a JSON {type(entry).__name__}, not an entry object"
+    if "checksum" not in entry and "value" in entry:
+        return "it has no checksum (written by an older taskrank, or by hand)"
+    missing = [field for field in _ENTRY_FIELDS if field not in entry]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    if entry["format"] != ENTRY_FORMAT:
+        return f"its format is {entry['format']!r}, not {ENTRY_FORMAT}"
+    if entry["step"] != step or entry["key"] != key:
+        return f"it was made for {entry['step']}/{entry['key']} (copied or renamed from another entry)"
+    if entry["checksum"] != checksum(entry["value"]):
+        return "its value does not match its checksum (edited or damaged)"
+    return None
+
+
+_ABSENT = object()
+
+
 class StepCache:
     """Step results on disk under ``root/<step>/<key>.json``.
 
@@ -62,6 +105,7 @@ class StepCache:
         self.root = Path(root)
         self.hits = 0
         self.misses = 0
+        self.invalid = 0  # entries found but not trusted (also counted as misses)
 
     def key(self, step: str, inputs: Mapping[str, Any]) -> str:
         """The content address of ``step`` with these ``inputs``."""
@@ -70,35 +114,80 @@ class StepCache:
     def path(self, step: str, key: str) -> Path:
         return self.root / step / f"{key}.json"
 
-    def has(self, step: str, key: str) -> bool:
-        """Whether the entry exists (without reading it)."""
-        return self.path(step, key).is_file()
-
-    def get(self, step: str, key: str) -> Any | None:
-        """The cached value, or None when absent. An unreadable entry is an error naming its file."""
+    def _read(self, step: str, key: str) -> Any:
+        """The value of a valid entry, or ``_ABSENT``. An invalid entry is logged (WARNING,
+        naming the file and the reason) and counts as absent, so the step is computed again
+        and its entry rewritten. A file that cannot be read at all is an error naming it."""
         file = self.path(step, key)
         if not file.is_file():
+            return _ABSENT
+        try:
+            text = file.read_bytes().decode("utf-8")
+        except FileNotFoundError:  # removed since is_file(): a miss like any other
+            return _ABSENT
+        except OSError as exc:
+            raise TaskrankError(f"cannot read cache entry {file}: {exc}") from exc
+        except UnicodeDecodeError:
+            problem: str | None = "it is not UTF-8 text"
+        else:
+            try:
+                entry = json.loads(text)
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+                problem = f"it is not valid JSON ({exc})"
+            else:
+                problem = _entry_problem(entry, step, key)
+        if problem is not None:
+            self.invalid += 1
+            log.warning("cache entry %s is not used: %s; computing that step again", file, problem)
+            return _ABSENT
+        return entry["value"]
+
+    def has(self, step: str, key: str) -> bool:
+        """Whether a valid entry exists (read and checked, as :meth:`get` does, without
+        counting a hit or a miss)."""
+        return self._read(step, key) is not _ABSENT
+
+    def get(self, step: str, key: str) -> Any | None:
+        """The cached value, or None when absent or invalid (see :meth:`_read`)."""
+        value = self._read(step, key)
+        if value is _ABSENT:
             self.misses += 1
             return None
-        try:
-            entry = json.loads(file.read_text(encoding="utf-8"))
-            value = entry["value"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise TaskrankError(
-                f"cache entry {file} is unreadable ({exc}); delete it to recompute that step"
-            ) from exc
         self.hits += 1
         log.debug("cache hit %s/%s", step, key)
         return value
 
     def put(self, step: str, key: str, value: Any, inputs: Mapping[str, Any] | None = None) -> None:
-        """Store ``value`` (JSON-serialisable) atomically, with its inputs for inspection."""
-        write_json(self.path(step, key), {"step": step, "inputs": inputs, "value": value})
+        """Store ``value`` (JSON-serialisable) atomically, with the step and key it was made
+        for, the checksum of the value, and its inputs for inspection."""
+        entry = {
+            "format": ENTRY_FORMAT,
+            "step": step,
+            "key": key,
+            "checksum": checksum(value),
+            "inputs": inputs,
+            "value": value,
+        }
+        write_json(self.path(step, key), entry)
+
+
+def _only_identity_changed(old: Any, new: list[list[Any]]) -> bool:
+    """True when stamps agree on every file's name, size and mtime but not on device, inode or
+    ctime: the files were replaced or rewritten, and their times put back."""
+    if not isinstance(old, list) or not all(isinstance(e, list) and len(e) == 6 for e in old):
+        return False  # no stamp, or one of an older taskrank (name, size, mtime only)
+    return [e[:3] for e in old] == [e[:3] for e in new]
 
 
 class FingerprintMemo:
-    """Checkpoint fingerprints remembered by (directory, weight files' sizes and mtimes), so a
-    local checkpoint's weights are hashed once, not on every run."""
+    """Checkpoint fingerprints remembered by the stat data of a folder's files, so a local
+    checkpoint's weights are hashed once, not on every run.
+
+    The stamp of a folder lists, for each weight file and each top-level ``.json``/weight
+    file: its name, size, modification time, device, inode and status-change time (ctime). A
+    copy that keeps size and mtime (``cp -p``, ``rsync -t``, a restored backup) cannot keep the
+    inode or the ctime, so it misses the memo, and the weights are hashed again
+    (:func:`taskrank.checkpoints.hashing.sha256_file` keys its own store the same way)."""
 
     def __init__(self, file: str | os.PathLike[str]) -> None:
         self.file = Path(file)
@@ -108,31 +197,48 @@ class FingerprintMemo:
     def _load(self) -> dict[str, Any]:
         if self._data is None:
             try:
-                self._data = json.loads(self.file.read_text(encoding="utf-8")) if self.file.is_file() else {}
-            except (OSError, ValueError):
+                data = json.loads(self.file.read_text(encoding="utf-8")) if self.file.is_file() else {}
+            except (OSError, ValueError, RecursionError):
                 log.warning("ignoring unreadable fingerprint memo %s", self.file)
-                self._data = {}
+                data = {}
+            if not isinstance(data, dict):
+                log.warning("ignoring fingerprint memo %s: not a JSON object", self.file)
+                data = {}
+            self._data = data
         return self._data
 
     @staticmethod
-    def _stamp(path: Path) -> list[Any]:
+    def _stamp(path: Path) -> list[list[Any]]:
+        from ..checkpoints.layout import weight_files
+
+        files = {f for f in path.iterdir() if f.suffix in (".safetensors", ".bin", ".json", ".pt", ".pth")}
+        files.update(weight_files(path)[1])  # shards an index may place in a subfolder
         stamp = []
-        for file in sorted(path.iterdir()):
-            if file.is_file() and file.suffix in (".safetensors", ".bin", ".json", ".pt", ".pth"):
-                stat = file.stat()
-                stamp.append([file.name, stat.st_size, stat.st_mtime_ns])
+        for file in sorted(files):
+            if file.is_file():
+                st = file.stat()
+                name = Path(os.path.relpath(file, path)).as_posix()  # an index may name ../x
+                stamp.append([name, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_ctime_ns])
         return stamp
 
     def fingerprint(self, path: Path) -> str:
-        """Fingerprint of the checkpoint folder ``path`` (:func:`taskrank.checkpoints.fingerprint`)."""
+        """Fingerprint of the checkpoint folder ``path`` (:func:`taskrank.checkpoints.fingerprint`),
+        from the memo when no file of the folder changed in any way its stat data shows."""
         from ..checkpoints import fingerprint
 
         data = self._load()
         key = str(path.resolve())
         stamp = self._stamp(path)
         known = data.get(key)
-        if known and known.get("stamp") == stamp:
-            return str(known["fingerprint"])
+        if isinstance(known, dict) and isinstance(known.get("fingerprint"), str):
+            if known.get("stamp") == stamp:
+                return str(known["fingerprint"])
+            if _only_identity_changed(known.get("stamp"), stamp):
+                log.info(
+                    "%s: files replaced or rewritten with the same sizes and modification times; "
+                    "hashing its weights again",
+                    path,
+                )
         value = fingerprint(path)
         data[key] = {"stamp": stamp, "fingerprint": value}
         self._dirty = True

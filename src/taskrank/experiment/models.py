@@ -1,18 +1,21 @@
 """Model states of an experiment and the pool that loads each model at most once.
 
 All ranker-family states (the ranker alone, merges at any α, layer selections) share one loaded
-ranker whose weights :class:`taskrank.arithmetic.AlphaSweep` moves in place.
+ranker whose weights :class:`taskrank.arithmetic.AlphaSweep` moves in place. Every model is
+scored with the experiment's :class:`Scoring`, resolved once from the ranker.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import ExperimentConfig, parse_layers
+from ..config import DomainSystem, ExperimentConfig, parse_layers
 from .preflight import Checkpoints
+
+if TYPE_CHECKING:
+    from ..rerankers import ScoringSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +44,104 @@ class ModelState:
         return f"α={self.alpha:g}{where}"
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """The scoring settings of an experiment, resolved once and used for every system.
+
+    ``main`` holds the maximum input length and the family options, read from the ranker (the
+    model the experiment is about; the domain model when no system needs the ranker), with
+    ``scoring.max_length`` and ``models.options`` taking precedence. The domain model's row is
+    scored with ``main`` too, so that α = 1 with ranker = pretrained equals it exactly, whatever
+    files the domain folder holds (a folder made by ``taskrank adapt`` has no sentence-transformers
+    config). Only a domain model scored as another family (``models.domain_kind``) has settings of
+    its own, ``domain``, with the same maximum input length.
+    """
+
+    main: ScoringSettings
+    domain: ScoringSettings | None
+    max_length_from: str  # "scoring.max_length", "the ranker's sentence_bert_config.json", …
+    dtype: str
+    batch_size: int
+    top_k: int
+
+    def of(self, role: str) -> ScoringSettings:
+        """The settings ``role`` ("ranker", "merge" or "domain") is scored with."""
+        return self.domain if role == "domain" and self.domain is not None else self.main
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as the results state them (``results.json`` ``scoring``)."""
+        out: dict[str, Any] = {
+            "kind": self.main.kind,
+            "max_length": self.main.max_length,
+            "max_length_from": self.max_length_from,
+            "options": dict(sorted(self.main.options.items())),
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+            "top_k": self.top_k,
+        }
+        if self.domain is not None:
+            out["domain"] = {"kind": self.domain.kind, "options": dict(sorted(self.domain.options.items()))}
+        out["description"] = self.describe()
+        return out
+
+    def describe(self) -> str:
+        """One line: ``bi-encoder, max length 256 (the ranker's sentence_bert_config.json), …``."""
+        text = f"{self.main.kind}, {self.main.describe(self.max_length_from)}"
+        text += f", dtype {self.dtype}, batch size {self.batch_size}, top {self.top_k}"
+        if self.domain is not None:
+            text += f"; the domain model as {self.domain.kind}, {self.domain.describe(self.max_length_from)}"
+        return text
+
+
+def resolve_scoring(config: ExperimentConfig, checkpoints: Checkpoints) -> Scoring | None:
+    """The experiment's :class:`Scoring`, read from the checkpoints' config and JSON files (no
+    weights); ``None`` when nothing is re-ranked. Unknown options, a family that does not fit
+    or a ``max_length`` past the model's positions are errors here, before any scoring."""
+    from ..rerankers import scoring_settings
+
+    models = config.models
+    if models is None or not checkpoints.paths:
+        return None
+    scoring = config.scoring
+
+    def settings(role: str, kind: str, max_length: int | None) -> ScoringSettings:
+        options = models.options if kind == models.kind else {}
+        if role in checkpoints.not_downloaded:  # the dry run: the hub's small files, no weights
+            ref: Any = getattr(models, role)
+            return scoring_settings(
+                ref, kind, max_length=max_length, revision=models.revisions.get(role), **options
+            )
+        return scoring_settings(checkpoints.paths[role], kind, max_length=max_length, **options)
+
+    domain_kind = models.domain_kind or models.kind
+    role = "ranker" if "ranker" in checkpoints.paths else "domain"
+    main = settings(role, models.kind if role == "ranker" else domain_kind, scoring.max_length)
+    domain = None
+    if domain_kind != main.kind and any(isinstance(s, DomainSystem) for s in config.systems):
+        domain = settings("domain", domain_kind, main.max_length)
+    if scoring.max_length is not None:
+        origin = "scoring.max_length"
+    elif main.max_length_from == "the default":
+        origin = "the default"
+    else:
+        origin = f"the {role}'s {main.max_length_from}"
+    return Scoring(main, domain, origin, scoring.dtype or "float32", scoring.batch_size, scoring.top_k)
+
+
 class ModelPool:
     """Loads each model at most once and moves the ranker between α states in place."""
 
     def __init__(
-        self, config: ExperimentConfig, checkpoints: Checkpoints, device: Any, progress: bool
+        self,
+        config: ExperimentConfig,
+        checkpoints: Checkpoints,
+        scoring: Scoring,
+        device: Any,
+        progress: bool,
     ) -> None:
         self.config = config
         self.checkpoints = checkpoints
+        self.scoring = scoring
         self.device = device
         self.progress = progress
         self.loads: list[str] = []
@@ -56,7 +149,7 @@ class ModelPool:
         self._domain: Any = None
         self._sweep: Any = None
 
-    def _load(self, role: str, kind: str, options: Mapping[str, Any], tokenizer: Any) -> Any:
+    def _load(self, role: str, settings: ScoringSettings, tokenizer: Any) -> Any:
         from ..rerankers import load_reranker
 
         scoring = self.config.scoring
@@ -64,13 +157,13 @@ class ModelPool:
         self.loads.append(role)
         return load_reranker(
             str(self.checkpoints.paths[role]),
-            kind,
+            settings.kind,
             tokenizer=tokenizer,
             device=self.device,
             dtype=scoring.dtype,
             batch_size=scoring.batch_size,
-            max_length=scoring.max_length,
-            **options,
+            max_length=settings.max_length,
+            **settings.options,
         )
 
     def reranker(self, state: ModelState) -> Any:
@@ -78,13 +171,11 @@ class ModelPool:
         models = self.config.trio()
         if state.role == "domain":
             if self._domain is None:
-                kind = models.domain_kind or models.kind
-                options = models.options if kind == models.kind else {}
-                self._domain = self._load("domain", kind, options, None)
+                self._domain = self._load("domain", self.scoring.of("domain"), None)
             return self._domain
         self.release_domain()
         if self._ranker is None:
-            self._ranker = self._load("ranker", models.kind, models.options, models.tokenizer)
+            self._ranker = self._load("ranker", self.scoring.of("ranker"), models.tokenizer)
         if state.role == "ranker":
             if self._sweep is not None:
                 self._sweep.set_alpha(0.0)

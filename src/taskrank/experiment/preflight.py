@@ -1,11 +1,11 @@
 """Checks that run before any heavy work: the data and checkpoints exist, layer indices exist in
-the model, the scoring family fits each checkpoint, and the results folder is ours to write."""
+the model, the scoring family fits each checkpoint, and the results folder is ours to write
+(:mod:`taskrank.experiment.folder`)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,11 +13,10 @@ from typing import Any
 from ..config import AblationSystem, ExperimentConfig, MergeSystem, SweepSystem, parse_layers
 from ..errors import CheckpointError, ConfigError, DataError
 from .cache import texts_digest
+from .folder import check_output as check_output  # re-exported: the output check is a preflight check
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT_FILE = "experiment.json"
-CACHE_NAME = "cache"
 #: config keys that hold a model's number of transformer layers, in order of preference
 DEPTH_KEYS = ("num_layers", "num_decoder_layers", "num_hidden_layers", "n_layer", "n_layers")
 
@@ -240,49 +239,3 @@ def ablation_layers(system: AblationSystem, depth: int | None) -> list[int]:
     if depth is None:
         raise ConfigError(f"ablation {system.name!r}: the model's number of layers is unknown; list 'layers'")
     return list(range(depth))
-
-
-def check_output(config: ExperimentConfig, *, overwrite: bool) -> str:
-    """Whether the results folder is ours: ``"new"``, ``"resume"`` (it holds this same
-    experiment) or ``"overwrite"``. A folder holding a different experiment, or anything else,
-    is refused unless ``overwrite``. Nothing is changed on disk.
-    """
-    out = config.output_path()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} exists and is not a folder")
-    if not out.exists() or not [p for p in out.iterdir() if p.name != CACHE_NAME]:
-        return "new"  # empty, or only the step cache of a run killed at its very start
-    marker = out / EXPERIMENT_FILE
-    recorded: dict[str, Any] | None = None
-    if marker.is_file():
-        try:
-            recorded = json.loads(marker.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            recorded = None
-    if isinstance(recorded, dict) and recorded.get("fingerprint") == config.fingerprint():
-        return "resume"
-    if not overwrite:
-        if not isinstance(recorded, dict):
-            what = "files that are not a taskrank experiment"
-        else:
-            name, fp = recorded.get("name"), recorded.get("fingerprint")
-            what = f"a different experiment ({name!r}, fingerprint {fp})"
-        raise ConfigError(
-            f"output {out} holds {what}; pass --overwrite (overwrite=True) to replace it, "
-            "or choose another output"
-        )
-    return "overwrite"
-
-
-def clear_output(config: ExperimentConfig) -> None:
-    """Remove the results of the folder, keeping the step cache when it lives there: cache entries
-    are keyed by their inputs, so they cannot be stale."""
-    out = config.output_path()
-    keep = {CACHE_NAME} if config.cache_path().resolve() == (out / CACHE_NAME).resolve() else set()
-    for child in out.iterdir():
-        if child.name in keep:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()

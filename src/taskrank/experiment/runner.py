@@ -9,16 +9,17 @@ the ranker is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_json, write_text
+from ..atomic import remove_stale_temporaries, write_json, write_text
 from ..config import (
     AblationSystem,
     DomainSystem,
@@ -28,17 +29,16 @@ from ..config import (
     SweepSystem,
     dump_config,
 )
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ..locking import lock_folder
 from .cache import FingerprintMemo, StepCache, digest
-from .models import ModelPool, ModelState
+from .folder import EXPERIMENT_FILE, check_output, clear_output, record_outputs
+from .models import ModelPool, ModelState, Scoring, resolve_scoring
 from .preflight import (
-    EXPERIMENT_FILE,
     Checkpoints,
     Data,
     Split,
     ablation_layers,
-    check_output,
-    clear_output,
     load_data,
     resolve_checkpoints,
 )
@@ -136,6 +136,7 @@ class Experiment:
         self._data: Data | None = None
         self._ckpts: Checkpoints | None = None
         self._device: Any = None
+        self._scoring: Scoring | None = None
         self._extra_runs: list[tuple[str, str, Run]] = []  # (system, file stem, run) of sweeps/ablations
 
     # -- preparation (no heavy work) -----------------------------------------------------
@@ -149,6 +150,7 @@ class Experiment:
         self._data = load_data(self.config, progress=self.progress)
         self._ckpts = resolve_checkpoints(self.config, self.memo, download=download)
         self._device = resolve_device(self.config.scoring.device)
+        self._scoring = resolve_scoring(self.config, self._ckpts)
         for i, system in enumerate(self.config.systems):
             if isinstance(system, AblationSystem):
                 ablation_layers(system, self._ckpts.depth)  # unknown depth: an error now, not later
@@ -207,19 +209,24 @@ class Experiment:
             "vocab_policy": models.vocab_policy,
         }
 
+    @property
+    def scoring(self) -> Scoring:
+        """The scoring settings every system is scored with, resolved once by :meth:`prepare`."""
+        if self._scoring is None:
+            raise RuntimeError("call prepare() first (and re-rank only with a 'models' section)")
+        return self._scoring
+
     def _scoring_id(self, state: ModelState) -> dict[str, Any]:
-        models = self.config.trio()
-        scoring = self.config.scoring
-        domain = state.role == "domain"
-        kind = (models.domain_kind or models.kind) if domain else models.kind
-        options = models.options if kind == models.kind else {}
+        # the resolved settings, not the config's: a changed default of the ranker's folder
+        # (its max_seq_length, pooling…) makes new keys
+        settings = self.scoring.of(state.role)
         return {
-            "kind": kind,
-            "options": dict(sorted(options.items())),
-            "tokenizer": None if domain else models.tokenizer,
-            "max_length": scoring.max_length,
-            "top_k": scoring.top_k,
-            "dtype": scoring.dtype,
+            "kind": settings.kind,
+            "options": dict(sorted(settings.options.items())),
+            "tokenizer": None if state.role == "domain" else self.config.trio().tokenizer,
+            "max_length": settings.max_length,
+            "top_k": self.scoring.top_k,
+            "dtype": self.scoring.dtype,
             "device": self._device.type if self._device is not None else None,
         }
 
@@ -291,7 +298,7 @@ class Experiment:
         if run is not None:
             return run
         if self._pool is None:
-            self._pool = ModelPool(self.config, self.ckpts, self._device, self.progress)
+            self._pool = ModelPool(self.config, self.ckpts, self.scoring, self._device, self.progress)
         reranker = self._pool.reranker(state)
         log.info("re-ranking %s queries with %s", split.role, state.label())
         top = self.config.scoring.top_k
@@ -354,10 +361,27 @@ class Experiment:
         return plan_text(self, status)
 
     # -- the run -----------------------------------------------------------------------------
-    def _start_folder(self, status: str) -> None:
-        if status == "overwrite":
-            clear_output(self.config)
-        self.out.mkdir(parents=True, exist_ok=True)
+    @contextlib.contextmanager
+    def _results_folder(self) -> Iterator[str]:
+        """Hold the results folder for the block: locked against other runs, checked again under
+        the lock (it may have changed since :meth:`prepare`), cleared with ``overwrite`` (only what
+        its manifest lists), with every file written into it listed in the manifest first.
+        Yields the output status."""
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"output {self.out}: cannot create it ({exc.strerror})") from exc
+        with lock_folder(self.out, "output"):
+            status = check_output(self.config, overwrite=self.overwrite)
+            remove_stale_temporaries(self.out)  # temporaries of killed runs of this host
+            if not self.cache.root.resolve().is_relative_to(self.out.resolve()):
+                remove_stale_temporaries(self.cache.root)
+            if status == "overwrite":
+                clear_output(self.config)
+            with record_outputs(self.out):
+                yield status
+
+    def _start_folder(self) -> None:
         self.memo.flush()
         # the marker first: a run killed right after it is still recognised and resumed
         write_json(
@@ -367,10 +391,17 @@ class Experiment:
         write_text(self.out / "config.yaml", dump_config(self.config))
 
     def run(self) -> ExperimentResult:
-        """Run the experiment, resuming from the cache, and write the results folder."""
+        """Run the experiment, resuming from the cache, and write the results folder.
+
+        The folder is locked while the run writes it: a second run on it is refused with a
+        :class:`ConfigError` naming the holder's pid."""
         started = time.time()
-        status = self.prepare()
-        self._start_folder(status)
+        self.prepare()
+        with self._results_folder() as status:
+            return self._run(status, started)
+
+    def _run(self, status: str, started: float) -> ExperimentResult:
+        self._start_folder()
         log.info("experiment %s: %s output %s", self.config.name, status, self.out)
         try:
             results = self._compute()
@@ -380,7 +411,7 @@ class Experiment:
         results["environment"] = {
             **_versions(),
             "device": str(self._device),
-            "dtype": self.config.scoring.dtype or "checkpoint default",
+            "dtype": self.config.scoring.dtype or "float32",
             "seed": self.config.seed,
         }
         write_json(self.out / "environment.json", results["environment"])
@@ -480,6 +511,7 @@ class Experiment:
                 "notes": data.notes,
             },
             "first_stage": self._first_stage_text(),
+            "scoring": self._scoring.to_dict() if self._scoring is not None else None,
             "fusion": self._fusion_text(),
             "fusion_weights": fusion_used,
             "metrics": list(config.metrics),

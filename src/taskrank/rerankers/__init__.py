@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, ConfigError, ModelError
+from ..errors import ConfigError, ModelError
 from . import base
 from .base import (
     Packed,
@@ -55,6 +57,65 @@ def reranker_class(kind: str) -> type[Reranker]:
     return cls
 
 
+#: The maximum input length when neither the caller nor the model says one.
+DEFAULT_MAX_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """The settings a checkpoint is scored with, resolved once: its family, the maximum input
+    length and where that came from, and every family option (defaults filled in from the family
+    and the checkpoint folder, e.g. a sentence-transformers folder's pooling and normalisation).
+
+    Loading another checkpoint with ``max_length=s.max_length`` and ``**s.options`` scores it
+    exactly as this one is scored, whatever files its own folder holds (an experiment scores its
+    domain model with the ranker's settings this way)."""
+
+    kind: str
+    max_length: int
+    max_length_from: str  # "the caller", a file of the checkpoint folder, or "the default"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self, origin: str | None = None) -> str:
+        """``max length 256 (sentence_bert_config.json), normalize True, pooling cls, …``; ``origin``
+        replaces the wording of where the maximum length came from."""
+        opts = "".join(f", {k} {v}" for k, v in sorted(self.options.items()) if v is not None)
+        return f"max length {self.max_length} ({origin or self.max_length_from}){opts}"
+
+
+def scoring_settings(
+    model: str | os.PathLike[str],
+    kind: str,
+    *,
+    max_length: int | None = None,
+    revision: str | None = None,
+    **options: Any,
+) -> ScoringSettings:
+    """The :class:`ScoringSettings` :func:`load_reranker` would use for a checkpoint, read from its
+    config and small JSON files only (no weights are loaded).
+
+    Args:
+        model: a checkpoint directory or a hub id (at ``revision``).
+        kind: one of :data:`KINDS`; checked against the checkpoint's architecture.
+        max_length: the maximum input length to use; ``None``: the model's own (a
+            sentence-transformers folder's ``max_seq_length``), else :data:`DEFAULT_MAX_LENGTH`.
+        **options: family options; those not given take the family's and the folder's defaults.
+
+    Example::
+
+        s = scoring_settings("sentence-transformers/all-MiniLM-L6-v2", "bi-encoder")
+        s.max_length, s.max_length_from  # (256, 'sentence_bert_config.json')
+    """
+    cls = _check_arguments(kind, options, max_length, None)
+    source = resolve_source(model)
+    if revision is not None and source.local is None:
+        source = base.Source(source.ref, None, revision)
+    config = base.load_config(source)
+    cls.check_family(base.architectures_of(config), config, source.label)
+    settings, _ = _settle(cls, source, config, max_length, options)
+    return settings
+
+
 def load_reranker(
     model: Any,
     kind: str,
@@ -63,7 +124,7 @@ def load_reranker(
     device: Any = "auto",
     dtype: Any = None,
     batch_size: int = 32,
-    max_length: int = 512,
+    max_length: int | None = None,
     max_tokens: int | None = None,
     **options: Any,
 ) -> Reranker:
@@ -80,8 +141,9 @@ def load_reranker(
         dtype: ``None`` (float32; a model in memory keeps its dtype), ``"float32"``,
             ``"bfloat16"``, ``"float16"`` (GPU only).
         batch_size: pairs per forward pass; ``max_tokens`` replaces it with a padded-token budget.
-        max_length: maximum input length in tokens (a bi-encoder folder's ``max_seq_length``
-            caps it further).
+        max_length: maximum input length in tokens, used as given; ``None`` (the default): the
+            model's own (a sentence-transformers folder's ``max_seq_length``), else
+            :data:`DEFAULT_MAX_LENGTH` (512). :func:`scoring_settings` tells the value beforehand.
         **options: family options, e.g. ``true_token``/``false_token`` (monot5),
             ``relevant_label`` (cross-encoder), ``pooling``/``normalize``/``similarity``
             (bi-encoder), ``max_document_length``/``max_query_length`` (query-likelihood).
@@ -93,17 +155,7 @@ def load_reranker(
     """
     import torch
 
-    cls = reranker_class(kind)
-    unknown = sorted(set(options) - set(cls.options))
-    if unknown:
-        valid = ", ".join(sorted(cls.options)) or "none"
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}")
-    for name, value in (("batch_size", batch_size), ("max_length", max_length), ("max_tokens", max_tokens)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if max_tokens is not None and max_tokens < max_length:
-        raise ConfigError(f"max_tokens ({max_tokens}) must be at least max_length ({max_length})")
-
+    cls = _check_arguments(kind, options, max_length, max_tokens, batch_size)
     if isinstance(model, torch.nn.Module):
         return _from_memory(cls, model, tokenizer, device, dtype, batch_size, max_length, max_tokens, options)
     if not isinstance(model, (str, os.PathLike)):
@@ -116,30 +168,81 @@ def load_reranker(
     torch_dtype = resolve_dtype(dtype, torch_device)
     config = base.load_config(source)
     cls.check_family(base.architectures_of(config), config, source.label)
-    options = cls.prepare_options(source, dict(options))
-    _check_positions(config, max_length, source.label)
+    settings, location = _settle(cls, source, config, max_length, options)
+    _check_budget(max_tokens, settings.max_length)
 
     import transformers
 
     auto = getattr(transformers, cls.auto_class)
-    location = options.pop("_model_location", None) or source.local or source.ref
-    try:
-        loaded = auto.from_pretrained(location, dtype=torch_dtype or torch.float32)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load {kind} model from {source.label}: {exc}") from exc
+    location = location or source.local or source.ref
+    what = f"{kind} model from {source.label}"
+    loaded = base.load_model(auto, location, torch_dtype or torch.float32, what)
     loaded.to(torch_device).eval()
     tok = base.load_tokenizer(tokenizer if tokenizer is not None else location, source.label)
-    logger.info("loaded %s re-ranker %s on %s (%s)", kind, source.label, torch_device, loaded.dtype)
+    logger.info(
+        "loaded %s re-ranker %s on %s (%s; %s)",
+        kind,
+        source.label,
+        torch_device,
+        loaded.dtype,
+        settings.describe(),
+    )
     return cls(
         loaded,
         tok,
         device=torch_device,
         batch_size=batch_size,
-        max_length=max_length,
+        max_length=settings.max_length,
         max_tokens=max_tokens,
         source=source.label,
-        **options,
+        **settings.options,
     )
+
+
+def _check_arguments(
+    kind: str,
+    options: Mapping[str, Any],
+    max_length: int | None,
+    max_tokens: int | None,
+    batch_size: int | None = None,
+) -> type[Reranker]:
+    cls = reranker_class(kind)
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        valid = ", ".join(sorted(cls.options)) or "none"
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for kind {kind!r}; valid: {valid}")
+    for name, value in (("batch_size", batch_size), ("max_length", max_length), ("max_tokens", max_tokens)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return cls
+
+
+def _check_budget(max_tokens: int | None, max_length: int) -> None:
+    if max_tokens is not None and max_tokens < max_length:
+        raise ConfigError(f"max_tokens ({max_tokens}) must be at least max_length ({max_length})")
+
+
+def _settle(
+    cls: type[Reranker],
+    folder: base.Source | None,
+    config: Any,
+    max_length: int | None,
+    options: Mapping[str, Any],
+    label: str | None = None,
+) -> tuple[ScoringSettings, Any]:
+    """The settings of a checkpoint whose family is checked, and where its weights are."""
+    prepared = cls.prepare_options(folder, dict(options))
+    location = prepared.pop("_model_location", None)
+    own = prepared.pop("_max_length", None)
+    if max_length is not None:
+        length, origin = max_length, "the caller"
+    elif own is not None:
+        length, origin = own
+    else:
+        length, origin = DEFAULT_MAX_LENGTH, "the default"
+    _check_positions(config, length, label or (folder.label if folder is not None else "the model"))
+    settings = ScoringSettings(cls.kind, int(length), origin, {**cls.options, **prepared})
+    return settings, location
 
 
 def _from_memory(
@@ -149,7 +252,7 @@ def _from_memory(
     device: Any,
     dtype: Any,
     batch_size: int,
-    max_length: int,
+    max_length: int | None,
     max_tokens: int | None,
     options: dict[str, Any],
 ) -> Reranker:
@@ -158,7 +261,6 @@ def _from_memory(
         raise ModelError(f"{type(model).__name__} has no .config; pass a transformers model")
     label = f"<{type(model).__name__} in memory>"
     cls.check_family([type(model).__name__], config, label)
-    _check_positions(config, max_length, label)
     current = next(model.parameters()).device
     auto_device = device is None or (isinstance(device, str) and device.strip().lower() == "auto")
     torch_device = current if auto_device else resolve_device(device)
@@ -175,17 +277,17 @@ def _from_memory(
     model.to(torch_device).eval()
     name = getattr(config, "_name_or_path", "") or ""
     folder = base.Source(name, Path(name)) if name and Path(name).is_dir() else None
-    options = cls.prepare_options(folder, dict(options))
-    options.pop("_model_location", None)
+    settings, _ = _settle(cls, folder, config, max_length, options, label)
+    _check_budget(max_tokens, settings.max_length)
     return cls(
         model,
         tok,
         device=torch_device,
         batch_size=batch_size,
-        max_length=max_length,
+        max_length=settings.max_length,
         max_tokens=max_tokens,
         source=label,
-        **options,
+        **settings.options,
     )
 
 
@@ -197,7 +299,8 @@ def _check_positions(config: Any, max_length: int, label: str) -> None:
         and max_length > limit
     ):
         raise ConfigError(
-            f"max_length {max_length} exceeds max_position_embeddings {limit} of {label}; lower --max-length"
+            f"max_length {max_length} exceeds max_position_embeddings {limit} of {label}; "
+            "use a smaller max_length (--max-length, scoring.max_length)"
         )
 
 
@@ -205,6 +308,7 @@ def _check_positions(config: Any, max_length: int, label: str) -> None:
 _ABSOLUTE_POSITIONS = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "gpt2"})
 
 __all__ = [
+    "DEFAULT_MAX_LENGTH",
     "KINDS",
     "REGISTRY",
     "BiEncoderReranker",
@@ -213,10 +317,12 @@ __all__ = [
     "Packed",
     "QueryLikelihoodReranker",
     "Reranker",
+    "ScoringSettings",
     "load_reranker",
     "plan_batches",
     "reranker_class",
     "resolve_device",
     "resolve_dtype",
+    "scoring_settings",
     "select_candidates",
 ]

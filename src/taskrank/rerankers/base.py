@@ -213,10 +213,12 @@ def progress_bar(total: int, description: str, enabled: bool) -> Iterator[Callab
 
 @dataclass(frozen=True)
 class Source:
-    """Where a model came from: a local directory, a hub id, or an object in memory."""
+    """Where a model came from: a local directory, a hub id (at ``revision``, default main), or an
+    object in memory."""
 
     ref: str
     local: Path | None
+    revision: str | None = None
 
     @property
     def label(self) -> str:
@@ -242,7 +244,9 @@ def load_config(source: Source) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source.local or source.ref)
+        if source.local is not None:
+            return AutoConfig.from_pretrained(source.local)
+        return AutoConfig.from_pretrained(source.ref, revision=source.revision)
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"cannot read the config of checkpoint {source.label}: {exc}") from exc
 
@@ -257,6 +261,32 @@ def load_tokenizer(ref: Any, source_label: str) -> Any:
         return AutoTokenizer.from_pretrained(os.fspath(ref))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"cannot load a tokenizer for {source_label} from {ref}: {exc}") from exc
+
+
+def load_model(auto_class: Any, location: str | os.PathLike[str], dtype: Any, what: str) -> Any:
+    """``auto_class.from_pretrained(location, dtype=dtype)``, where a bad weight file is a
+    :class:`CheckpointError` naming the file (truncated or corrupt safetensors, a header claiming
+    an impossible length, a pickle that ``weights_only`` refuses), not a library traceback.
+
+    A local folder's safetensors headers are checked first (cheap); its pickles only once
+    transformers has failed, to find the file at fault. ``what`` says what was being loaded.
+    """
+    from pickle import UnpicklingError
+
+    from safetensors import SafetensorError
+
+    from ..checkpoints.checkpoint import check_weight_files
+
+    failures = (OSError, ValueError, KeyError, RuntimeError, EOFError, SafetensorError, UnpicklingError)
+    folder = Path(location) if Path(location).is_dir() else None
+    if folder is not None:
+        check_weight_files(folder, pickles=False)
+    try:
+        return auto_class.from_pretrained(location, dtype=dtype)
+    except failures as exc:
+        if folder is not None:
+            check_weight_files(folder)  # raises, naming the file, when one is at fault
+        raise CheckpointError(f"cannot load {what}: {' '.join(str(exc).split())}") from exc
 
 
 def architectures_of(config: Any) -> list[str]:
@@ -319,7 +349,11 @@ class Reranker:
 
     @classmethod
     def prepare_options(cls, source: Source | None, options: dict[str, Any]) -> dict[str, Any]:
-        """Complete the family options from the checkpoint folder (sentence-transformers files)."""
+        """Complete the family options from the checkpoint folder (sentence-transformers files).
+
+        Two private keys may be added: ``_model_location`` (the folder holding the transformer
+        weights) and ``_max_length`` (``(tokens, file)``: the model's own maximum input length
+        and the file that gives it, used when no ``max_length`` is asked for)."""
         return options
 
     def _score(self, queries: Sequence[str], documents: Sequence[str], progress: bool) -> np.ndarray:

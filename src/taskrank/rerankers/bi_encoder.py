@@ -3,7 +3,7 @@ encoded separately, pooled, and compared by cosine similarity (or dot product).
 
 Pooling, normalisation and the maximum sequence length are read from a sentence-transformers
 folder (``modules.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``) when there
-is one; explicit options take precedence.
+is one; explicit options (and an explicit ``max_length``) take precedence.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _read_json(folder: Source, name: str) -> Any | None:
         from huggingface_hub.errors import EntryNotFoundError
 
         try:
-            local = hf_hub_download(folder.ref, name)
+            local = hf_hub_download(folder.ref, name, revision=folder.revision)
         except EntryNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -67,8 +67,9 @@ def _read_json(folder: Source, name: str) -> Any | None:
 
 
 def read_sentence_transformers(folder: Source) -> dict[str, Any]:
-    """Pooling, normalisation, max_seq_length and transformer sub-folder of a sentence-transformers
-    folder; an empty dict when ``folder`` is a plain transformers checkpoint."""
+    """Pooling, normalisation, max_seq_length (and the file that gives it) and transformer
+    sub-folder of a sentence-transformers folder; an empty dict when ``folder`` is a plain
+    transformers checkpoint."""
     modules = _read_json(folder, "modules.json")
     if modules is None:
         return {}
@@ -78,11 +79,11 @@ def read_sentence_transformers(folder: Source) -> dict[str, Any]:
         path = str(module.get("path", ""))
         if kind == _ST + "Transformer":
             found["subdir"] = path
-            bert_cfg = _read_json(
-                folder, f"{path}/sentence_bert_config.json" if path else "sentence_bert_config.json"
-            )
+            name = f"{path}/sentence_bert_config.json" if path else "sentence_bert_config.json"
+            bert_cfg = _read_json(folder, name)
             if bert_cfg and bert_cfg.get("max_seq_length"):
                 found["max_seq_length"] = int(bert_cfg["max_seq_length"])
+                found["max_seq_length_file"] = name
         elif kind == _ST + "Pooling":
             cfg = _read_json(folder, f"{path}/config.json")
             if cfg is None:
@@ -151,16 +152,13 @@ class BiEncoderReranker(Reranker):
             )
         options["normalize"] = bool(options["normalize"])
         if folder.get("max_seq_length"):
-            options["_max_seq_length"] = folder["max_seq_length"]
+            options["_max_length"] = (folder["max_seq_length"], folder["max_seq_length_file"])
         if folder.get("subdir") and source is not None and source.local is not None:
             options["_model_location"] = source.local / folder["subdir"]
         return options
 
     def __init__(self, model: Any, tokenizer: Any, **kwargs: Any) -> None:
-        limit = kwargs.pop("_max_seq_length", None)
         super().__init__(model, tokenizer, **kwargs)
-        if limit is not None and limit < self.max_length:
-            self.max_length = int(limit)
         # a model with a head (…ForMaskedLM) still yields token states from its base model
         self.encoder = getattr(model, "base_model", model)
 
