@@ -12,15 +12,7 @@ from taskrank.data import load_beir
 from taskrank.demo import DEMO_DATA, QUICK, DemoSettings, demo_config, ranker_examples
 from taskrank.errors import ConfigError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def words(texts) -> set[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -17,23 +16,12 @@ import pytest
 import torch
 import yaml
 
+from _cli import run_cli as taskrank
 from _data_fixtures import make_beir, write_jsonl
-from taskrank.cli import BUG_LINE, main
+from taskrank.cli import BUG_LINE
 from taskrank.config import dump_config, load_config, parse_config
 from taskrank.data import load_corpus, load_queries, read_qrels, read_run, write_run
 from taskrank.errors import ConfigError, DataError
-
-
-def taskrank(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
-    """Run ``taskrank ARGS`` through :func:`main`; (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["taskrank", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_one_line_error(code: int, err: str, *names: object) -> str:
@@ -280,6 +268,13 @@ def test_retrieve_a_corpus_whose_texts_are_all_empty(monkeypatch, capsys, tmp_pa
         "--index-cache", cache,
     )  # fmt: skip
     assert_one_line_error(code, err, corpus)
+
+
+def test_run_on_a_corpus_whose_texts_are_all_empty(monkeypatch, capsys, tmp_path):
+    dataset = make_beir(tmp_path / "empty", docs={"d1": ("", ""), "d2": ("", "   "), "d3": ("", "a the")})
+    config = experiment(tmp_path, dataset)
+    code, _, err = taskrank(monkeypatch, capsys, "run", config, "--no-progress")
+    assert "none of its 3 documents" in assert_one_line_error(code, err, dataset)
 
 
 SPACED = ("d 1", "d\t1", "d\n1", " d1", "d1\u00a0")

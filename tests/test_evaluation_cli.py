@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from _cli import run_cli as _taskrank
 from _data_fixtures import make_beir
-from taskrank.cli import main
 from taskrank.data import read_run, write_qrels, write_run
 from taskrank.evaluation import compare, fuse
 
@@ -21,17 +20,6 @@ DOCS = {
 }
 QUERIES = {"q1": "aspirin fever", "q2": "virus infects cells", "q3": "football stadium", "q4": "zebra"}
 QRELS = {"test": [("q1", "d1", 1), ("q2", "d2", 2), ("q2", "d4", 1), ("q3", "d3", 1), ("q4", "d1", 1)]}
-
-
-def _taskrank(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["taskrank", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

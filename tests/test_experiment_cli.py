@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import yaml
 
+from _cli import run_cli as cli
 from _experiment_fixtures import config_dict, write_tiny_beir
-from taskrank.cli import main
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory, tiny_words):
     return write_tiny_beir(tmp_path_factory.mktemp("beir") / "tiny", tiny_words)
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["taskrank", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def write(tmp_path, data) -> str:

@@ -16,14 +16,7 @@ from taskrank.experiment import plan_experiment, run_experiment
 COMMITS = {"ranker": "1" * 40, "domain": "2" * 40, "pretrained": "3" * 40}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fake_hub(root: Path, trio: dict[str, Path], *, weights: bool) -> dict[str, str]:

@@ -85,6 +85,48 @@ def test_a_file_replaced_with_the_same_size_and_mtime_is_hashed_again(weights: P
     assert hashing.sha256_file(weights) == plain_sha256(weights)  # a new one, with the disk store
 
 
+def _replace_same_size_and_mtime(weights: Path) -> None:
+    stat = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    incoming = weights.with_name("incoming.tmp")
+    incoming.write_bytes(bytes(data))
+    os.utime(incoming, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(incoming, weights)
+
+
+def test_a_file_replaced_while_a_merge_reads_it_gets_no_mixed_hash(weights: Path, monkeypatch) -> None:
+    """The hash a merge computes from its own reads belongs to the file it read, even when
+    another file is renamed over that path before the hash is finished."""
+    original = plain_sha256(weights)
+    ckpt = Checkpoint(weights.parent)
+    first = ckpt.storage_order()[0]
+    ckpt.get(first)  # starts the streaming hash on the file as it is now
+    _replace_same_size_and_mtime(weights)
+    assert ckpt.sha256() == original  # every byte from the file that was read
+    ckpt.close()
+    monkeypatch.setattr(hashing, "_DONE", {})
+    assert hashing.sha256_file(weights) == plain_sha256(weights) != original
+
+
+def test_a_file_rewritten_in_place_while_a_merge_reads_it_is_not_recorded(weights: Path, monkeypatch) -> None:
+    ckpt = Checkpoint(weights.parent)
+    first = ckpt.storage_order()[0]
+    ckpt.get(first)  # its bytes are hashed as read
+    stat = weights.stat()
+    offset = ckpt._entries[first].begin
+    with open(weights, "r+b") as handle:  # a byte already hashed; same inode, size and mtime
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    ckpt.sha256()
+    ckpt.close()
+    monkeypatch.setattr(hashing, "_DONE", {})
+    assert hashing.sha256_file(weights) == plain_sha256(weights)
+
+
 def test_a_corrupt_store_entry_is_ignored(weights: Path, monkeypatch) -> None:
     value = hashing.sha256_file(weights)
     entry = hashing._stored(hashing._key(weights))

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _cli import run_cli as cli
 from _experiment_fixtures import config_dict, make_config, write_tiny_beir
 from taskrank import atomic
 from taskrank.atomic import atomic_dir, atomic_file, write_json
-from taskrank.cli import main
 from taskrank.errors import ConfigError, TaskrankError
 from taskrank.experiment import run_experiment
 
@@ -40,23 +40,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {
         p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from transformers.utils import logging as hf_logging
-
-    monkeypatch.setattr(sys, "argv", ["taskrank", *args])
-    bars = hf_logging.is_progress_bar_enabled()
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        if bars:  # `taskrank run` turns transformers' bars off for the process: not for later tests
-            hf_logging.enable_progress_bar()
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def manifest(out: Path) -> set[str]:

@@ -316,14 +316,15 @@ def bm25_search(
     *,
     variant: str = "lucene",
     progress: bool = True,
+    source: str | None = None,
 ) -> Run:
     """BM25 top-``k`` per query over ``corpus``, with the index cached in ``cache_dir``
-    (default ``~/.cache/taskrank/bm25``).
+    (default ``~/.cache/taskrank/bm25``). ``source`` names the corpus in errors.
 
     >>> run = bm25_search(ds.corpus, ds.queries, k=100, language="english")  # doctest: +SKIP
     """
     params = BM25Params(language=language, k1=k1, b=b, variant=variant)
-    index = get_index(corpus, params, cache_dir=cache_dir, progress=progress)
+    index = get_index(corpus, params, cache_dir=cache_dir, progress=progress, source=source)
     return index.search(queries, k=k, progress=progress)
 
 

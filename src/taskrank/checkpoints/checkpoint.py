@@ -110,13 +110,18 @@ def check_weight_files(path: str | os.PathLike[str], *, pickles: bool = True) ->
 
 class _StreamingHash:
     """sha256 of a file computed from the reads a merge makes anyway: while tensors are read
-    in on-disk order, their bytes feed the digest, and only what was skipped is read again."""
+    in on-disk order, their bytes feed the digest, and only what was skipped is read again.
 
-    def __init__(self, file: Path, data_start: int) -> None:
+    Every byte comes from one open file (``fd``), and the hash is recorded under that file's
+    state when hashing began, and only if the state is the same at the end: a file replaced
+    or rewritten during the merge never gets a hash of mixed content."""
+
+    def __init__(self, file: Path, fd: int, data_start: int) -> None:
         self.file = file
+        self.fd = os.dup(fd)  # its own descriptor: the checkpoint may close its handle first
+        self.state = hashing.state_of(file, self.fd)
         self.digest = hashlib.sha256()
-        with open(file, "rb") as handle:
-            self.digest.update(handle.read(data_start))
+        self.digest.update(os.pread(fd, data_start, 0))
         self.pos = data_start
 
     def feed(self, begin: int, end: int, data: memoryview) -> None:
@@ -125,13 +130,27 @@ class _StreamingHash:
             self.pos = end
 
     def finish(self, chunk: int = 8 * 1024 * 1024) -> str:
-        with open(self.file, "rb") as handle:
-            handle.seek(self.pos)
-            while block := handle.read(chunk):
+        try:
+            while block := os.pread(self.fd, chunk, self.pos):
                 self.digest.update(block)
-        value = self.digest.hexdigest()
-        hashing.remember(self.file, value)
+                self.pos += len(block)
+            value = self.digest.hexdigest()
+            unchanged = hashing.state_of(self.file, self.fd) == self.state
+        finally:
+            self.close()
+        if unchanged:
+            hashing.remember(self.file, value, self.state)
+        else:
+            log.warning("%s changed while it was read: its sha256 is not recorded", self.file)
         return value
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class Checkpoint:
@@ -258,7 +277,7 @@ class Checkpoint:
                 self._handles[entry.file] = handle
                 if not hashing.is_known(entry.file):  # not hashed, nor being hashed ahead
                     start = min(e.begin for e in self._entries.values() if e.file == entry.file)
-                    self._hashes[entry.file] = _StreamingHash(entry.file, start)
+                    self._hashes[entry.file] = _StreamingHash(entry.file, handle.fileno(), start)
             stream = self._hashes.get(entry.file)
             on_bytes = stream.feed if stream is not None else None
             return _read_entry(handle, entry, on_bytes, pool=self.pool, span=span)

@@ -89,9 +89,16 @@ def _stop_children() -> None:
 _Job = tuple[Path, _Key, "Future[str | None]"]
 
 
-def _key(file: Path) -> _Key:
-    st = file.stat()
+def _key(file: Path, st: os.stat_result | None = None) -> _Key:
+    st = st if st is not None else file.stat()
     return _Key(str(file.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def state_of(file: Path, fd: int) -> _Key:
+    """The file state of the open file ``fd`` (whose path is ``file``), the key its hash is
+    recorded under: the bytes read through ``fd`` belong to this inode even if ``file`` is
+    replaced meanwhile."""
+    return _key(file, os.fstat(fd))
 
 
 def _stored(key: _Key) -> Path:
@@ -151,9 +158,10 @@ def _digest(file: Path) -> str:
     return digest.hexdigest()
 
 
-def remember(file: Path, value: str) -> None:
-    """Record the sha256 of ``file``, computed elsewhere (e.g. from a merge's own reads)."""
-    _record(_key(file), value)
+def remember(file: Path, value: str, state: _Key | None = None) -> None:
+    """Record the sha256 of ``file``, computed elsewhere (e.g. from a merge's own reads), under
+    ``state`` (from :func:`state_of` when the bytes were read; default: the file's state now)."""
+    _record(state if state is not None else _key(file), value)
 
 
 def is_known(file: Path) -> bool:

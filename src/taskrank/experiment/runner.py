@@ -281,6 +281,7 @@ class Experiment:
                     b=fs.b,
                     cache_dir=self.cache.root / "bm25-index",
                     progress=self.progress,
+                    source=f"of dataset {self.config.dataset.path}",
                 )
             else:
                 run = self._read_run_file(split)
