@@ -2,8 +2,8 @@
 
 Synthetic collection (Zipf-distributed pseudo-words, offline, seeded): by default 100k documents
 of ~60 words and 1,000 queries of 4 words drawn from a target document (judged 2) plus three
-random judged documents (1). Every timing is wall-clock in this process; evaluation is timed
-after one warm-up call (ranx compiles its kernels with numba on first use).
+random judged documents (1). Every timing is wall-clock in this process; evaluation (trec_eval's
+C code through pytrec_eval: nothing is compiled) is timed on its first call and twice more.
 
     .venv/bin/python benchmarks/bench_eval.py                 # 100k docs, 1,000 queries
     .venv/bin/python benchmarks/bench_eval.py --docs 10000    # smaller, quicker
@@ -100,7 +100,7 @@ def main() -> None:
         q: {d: float(rng.normal()) + (3.0 if qrels[q].get(d) else 0.0) for d in docs}
         for q, docs in run.items()
     }
-    evaluate(run, qrels, DEFAULT_METRICS)  # warm-up: numba kernels
+    timed("evaluate_first_call", lambda: evaluate(run, qrels, DEFAULT_METRICS), t)
     ev = timed("evaluate_all_metrics", lambda: evaluate(run, qrels, DEFAULT_METRICS), t)
     timed("evaluate_all_metrics_2", lambda: evaluate(run, qrels, DEFAULT_METRICS), t)
     fused = timed("fuse_wsum", lambda: fuse(run, reranked, (0.4, 0.6)), t)
@@ -128,7 +128,7 @@ def main() -> None:
     from importlib.metadata import version
 
     rows = [
-        f"python {platform.python_version()}, bm25s {bm25s.__version__}, ranx {version('ranx')}, "
+        f"python {platform.python_version()}, bm25s {bm25s.__version__}, pytrec_eval {version('pytrec-eval-terrier')}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs visible",
         f"collection: {args.docs} docs (mean {args.length} words, vocab {args.vocab}), "
         f"{args.queries} queries, k={args.k}; {pairs} (query, doc) pairs retrieved",
@@ -138,16 +138,17 @@ def main() -> None:
         f"BM25 index load from cache     {t['index_load_from_cache']:8.2f} s",
         f"BM25 search top-{args.k:<4}           {t['search']:8.2f} s  "
         f"({args.queries / t['search']:,.0f} queries/s)",
-        f"evaluate 6 metrics (warm)      {t['evaluate_all_metrics']:8.3f} s  "
-        f"(again: {t['evaluate_all_metrics_2']:.3f} s)  nDCG@10 = {ev.mean['ndcg@10']:.4f}",
+        f"evaluate 6 metrics (1st call)  {t['evaluate_first_call']:8.3f} s  "
+        f"(again: {t['evaluate_all_metrics']:.3f} s, {t['evaluate_all_metrics_2']:.3f} s)  "
+        f"nDCG@10 = {ev.mean['ndcg@10']:.4f}",
         f"fuse min-max + weighted sum    {t['fuse_wsum']:8.3f} s",
         f"fuse RRF                       {t['fuse_rrf']:8.3f} s",
         f"compare 3 systems, Student t   {t['compare_3_systems_student']:8.3f} s  (6 metrics, 2 tests each)",
         f"compare 3 systems, Fisher      {t['compare_3_systems_fisher']:8.3f} s  (10,000 resamples per test)",
     ]
     budget = 2.0
-    verdict = "OK" if t["evaluate_all_metrics"] < budget else "OVER BUDGET"
-    rows.append(f"evaluation budget: {t['evaluate_all_metrics']:.3f} s < {budget} s: {verdict}")
+    verdict = "OK" if t["evaluate_first_call"] < budget else "OVER BUDGET"
+    rows.append(f"evaluation budget (first call): {t['evaluate_first_call']:.3f} s < {budget} s: {verdict}")
     print("\n".join(rows))
 
 

@@ -73,7 +73,9 @@ def check_folder(out: Path, config_file: Path) -> dict[str, bytes]:
     assert results["experiment"] == config.fingerprint()
     names = [s.name for s in config.systems]
     assert [row["name"] for row in results["systems"]] == names
-    assert sorted(p for p in content if p.startswith("runs/")) == sorted(f"runs/test/{n}.trec" for n in names)
+    rerankers = [s.name for s in config.systems if s.type != "first-stage"]  # fused, and the model alone
+    expected = [f"runs/test/{n}.trec" for n in names] + [f"runs/test/model/{n}.trec" for n in rerankers]
+    assert sorted(p for p in content if p.startswith("runs/")) == sorted(expected)
     qrels = read_qrels(Path(config.dataset.path) / "qrels" / "test.tsv")
     for row in results["systems"]:
         run = read_run(out / "runs" / "test" / f"{row['name']}.trec")
@@ -100,19 +102,13 @@ SYSTEMS = [
 
 def reference(tmp_path: Path, config_file: Path) -> tuple[str, dict[str, bytes]]:
     """The table and files of the experiment run alone, in this process, on one thread as the
-    subprocesses are (scores bit for bit equal), with a cache of its own."""
-    import torch
-
+    subprocesses are (OMP_NUM_THREADS=1: scores bit for bit equal), with a cache of its own."""
     from taskrank.experiment import run_experiment
 
     data = yaml.safe_load(config_file.read_text())
     data.update(output=str(tmp_path / "ref"), cache_dir=str(tmp_path / "ref-cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = run_experiment(parse_config(data), progress=False)
-    finally:
-        torch.set_num_threads(before)
+    data.setdefault("scoring", {})["threads"] = 1  # not part of the experiment's fingerprint
+    result = run_experiment(parse_config(data), progress=False)
     return result.table, files(tmp_path / "ref")
 
 

@@ -91,7 +91,7 @@ def test_demo_runs_end_to_end_and_reports_every_system(tmp_path):
     assert result.exit_code == 0, result.output
     report = out / "results" / "report.md"
     assert f"report: {report}" in result.output
-    assert "| system | nDCG@10 | P@10 |" in result.output
+    assert "| system | nDCG@10 (fused) | P@10 (fused) |" in result.output
     text = report.read_text()
     config = demo_config(out, {r: out / "models" / r for r in ("pretrained", "ranker", "domain")}, QUICK)
     for system in config.systems:

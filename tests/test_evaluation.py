@@ -68,6 +68,18 @@ def test_negative_labels_count_as_not_relevant() -> None:
     assert with_negative.mean["mrr@10"] == pytest.approx(1 / 3)
 
 
+def test_mrr_cutoff_and_uncut_precision_recall_by_hand() -> None:
+    # ranking a, b, c, d; relevant: c (rank 3) and e (never retrieved)
+    run = {"q1": {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0}}
+    ev = evaluate(run, {"q1": {"c": 1, "e": 2, "a": 0}}, ["mrr@3", "mrr@2", "mrr", "p", "recall", "map"])
+    assert ev.mean["mrr@3"] == pytest.approx(1 / 3)  # the first relevant document at rank k counts
+    assert ev.mean["mrr@2"] == 0.0  # below the cutoff: 0 (trec_eval has no cut reciprocal rank)
+    assert ev.mean["mrr"] == pytest.approx(1 / 3)
+    assert ev.mean["p"] == pytest.approx(1 / 4)  # over every retrieved document
+    assert ev.mean["recall"] == pytest.approx(1 / 2)
+    assert ev.mean["map"] == pytest.approx((1 / 3) / 2)
+
+
 def _random_case(rng: random.Random, queries: int = 120) -> tuple[dict, dict]:
     run: dict[str, dict[str, float]] = {}
     qrels: dict[str, dict[str, int]] = {}
@@ -313,15 +325,45 @@ def test_comparison_renders_markdown_latex_json() -> None:
     assert {t["system"] for t in data["tests"]} == {"strong", "bm25_x"}
 
 
-def test_only_baselines_gives_a_table_without_tests() -> None:
+def test_baselines_are_tested_against_each_other() -> None:
     runs, qrels = _systems()
     table = compare(runs, qrels, ["mrr@10"], baselines=list(runs))
-    assert table.tests == [] and table.num_comparisons == 0
-    assert all(table.beats(s, "mrr@10") == [] for s in runs)
-    assert "No significance tests" in table.to_markdown() and "<sup>" not in table.to_markdown()
-    assert table.mean("strong", "mrr@10") == 1.0
+    # each pair of baselines once, the later-listed one as the system: 3 tests, not 0 and not 6
+    assert [(t.system, t.baseline) for t in table.tests] == [
+        ("strong", "bm25"),
+        ("noisy", "bm25"),
+        ("noisy", "strong"),
+    ]
+    assert table.num_comparisons == 3
+    assert table.beats("strong", "mrr@10") == ["bm25", "noisy"]
+    assert "<sup>ac</sup>" in table.to_markdown()
     single = compare({"bm25": runs["bm25"]}, qrels, ["mrr@10"])
-    assert single.num_comparisons == 0 and single.mean("bm25", "mrr@10") == pytest.approx(1 / 3)
+    assert (
+        single.tests == []
+        and single.num_comparisons == 0
+        and single.mean("bm25", "mrr@10") == pytest.approx(1 / 3)
+    )
+    assert "No significance tests" in single.to_markdown() and "<sup>" not in single.to_markdown()
+
+
+def test_no_difference_p_is_one_not_nan() -> None:
+    from scipy import stats
+
+    same = [0.1, 0.7, 0.3, 0.9]
+    assert math.isnan(stats.ttest_rel(same, same).pvalue)  # why paired_test handles it itself
+    assert paired_test(same, same, "student") == 1.0 and paired_test(same, same, "fisher") == 1.0
+    # a constant difference of one rounding error (2^-50) is no difference, not an infinite t
+    x = np.array([0.25, 0.5, 0.75])
+    assert paired_test(x, x + 2.0**-50, "student") == 1.0
+    with pytest.raises(DataError, match="finite"):
+        paired_test([0.1, float("nan")], [0.2, 0.3])
+
+
+def test_paired_tests_are_symmetric() -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.random(25), rng.random(25)
+    for test in ("student", "fisher"):
+        assert paired_test(a, b, test, seed=5) == paired_test(b, a, test, seed=5)
 
 
 def test_compare_bad_input() -> None:

@@ -115,7 +115,7 @@ def test_results_folder_holds_everything(finished):
     report = result.report.read_text()
     for system in config.systems:
         assert system.name in report, f"{system.name} missing from report.md"
-    assert "Best α =" in report and "w=(" in report
+    assert "Best α =" in report and "BM25 0" in report and " · model " in report
     for png in (out / "plots").glob("*.png"):
         assert png.read_bytes()[:8] == PNG_MAGIC
     assert len(list((out / "plots").glob("*.png"))) == 2

@@ -39,7 +39,8 @@ def test_run_prints_the_table_and_the_report_path(tmp_path, tiny_data, t5_trio, 
     file = write(tmp_path, small(tiny_data, t5_trio, tmp_path / "out"))
     code, out, err = cli(monkeypatch, capsys, "run", file, "--no-progress")
     assert code == 0, err
-    assert out.startswith("| system | nDCG@10 | P@10 | details |")
+    heads = "nDCG@10 (fused) | P@10 (fused) | nDCG@10 (model alone) | P@10 (model alone)"
+    assert out.startswith(f"| system | {heads} | details |")
     assert f"report: {tmp_path / 'out' / 'report.md'}" in out
     # a different experiment in the same folder is refused, then replaced with --overwrite
     data = small(tiny_data, t5_trio, tmp_path / "out")
@@ -49,7 +50,7 @@ def test_run_prints_the_table_and_the_report_path(tmp_path, tiny_data, t5_trio, 
     assert code == 2 and "holds a different experiment ('tiny experiment'" in err
     code, out, err = cli(monkeypatch, capsys, "run", file, "--no-progress", "--overwrite")
     assert code == 0, err
-    assert out.startswith("| system | nDCG@10 | details |")
+    assert out.startswith("| system | nDCG@10 (fused) | nDCG@10 (model alone) | details |")
 
 
 def test_misspelt_key_is_one_line_and_exit_code_2(tmp_path, tiny_data, t5_trio, monkeypatch, capsys):

@@ -191,3 +191,18 @@ def test_jax_is_told_not_to_reserve_the_gpu(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "jax", types.ModuleType("jax"))  # JAX already set up: too late
     _bm25s()
     assert var not in os.environ
+
+
+def test_a_tie_at_the_cutoff_is_cut_in_trec_eval_order(tmp_path: Path) -> None:
+    """Seven documents score the same for the query; BM25 keeps the k with the largest doc ids,
+    as trec_eval ranks a tie (score descending, then doc id descending), however bm25s orders
+    them internally, and at depths where the tie needs more than k + 1 documents fetched."""
+    same = "coral reef bleaching"
+    corpus = {f"t{i}": {"title": "", "text": same} for i in (3, 9, 1, 7, 5, 2, 8)}
+    corpus |= {"best": {"title": "", "text": "coral reef bleaching coral reef"}, "x": {"text": "river"}}
+    run = bm25_search(corpus, {"q": "coral"}, k=3, cache_dir=tmp_path, progress=False)
+    assert list(run["q"]) == ["best", "t9", "t8"]
+    run = bm25_search(corpus, {"q": "coral"}, k=1, cache_dir=tmp_path, progress=False)
+    assert list(run["q"]) == ["best"]
+    run = bm25_search(corpus, {"q": "coral"}, k=6, cache_dir=tmp_path, progress=False)
+    assert list(run["q"]) == ["best", "t9", "t8", "t7", "t5", "t3"]

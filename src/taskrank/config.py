@@ -24,7 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .arithmetic.selection import parse_layers as _parse_layer_set
 from .errors import ConfigError, MergeError
@@ -36,6 +44,7 @@ ALPHA_RANGE: tuple[float, float] = (-3.0, 3.0)
 SIGNIFICANCE_TESTS = ("student", "fisher")
 CORRECTIONS = ("bonferroni", "none")
 _METRIC = re.compile(r"^(ndcg|p|precision|recall|r|map|ap|mrr|rr)@[1-9][0-9]*$")
+_DEFAULT_METRICS = ["ndcg@10", "p@10", "ndcg@3", "recall@100", "map@100"]
 
 Kind = Literal["monot5", "cross-encoder", "bi-encoder", "query-likelihood"]
 Mode = Literal["only", "except"]
@@ -156,6 +165,13 @@ class ScoringConfig(_Strict):
         "e.g. a sentence-transformers max_seq_length, else 512)",
     )
     top_k: int = Field(100, gt=0, description="candidates re-ranked per query (≤ first_stage.k)")
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="CPU threads torch scores with (default: $OMP_NUM_THREADS when set, else the cores "
+        "this process may use: its CPU affinity capped by its cgroup CPU quota); recorded in "
+        "environment.json",
+    )
 
     @field_validator("device")
     @classmethod
@@ -194,6 +210,36 @@ def _check_metric(value: str) -> str:
     if not _METRIC.match(value.lower()):
         raise ValueError(f"metric {value!r} is not like ndcg@10, p@10, recall@100, map@100, mrr@10")
     return value.lower()
+
+
+def _run_depth(data: dict[str, Any]) -> tuple[int, str, str] | None:
+    """The depth of the shallowest run in the report, the key that sets it, and what that key
+    does: ``scoring.top_k`` when a system re-ranks (a re-ranked run, fused or not, holds the
+    top_k re-ranked documents only), else ``first_stage.k``. None while those keys are invalid
+    or contradict each other (that is reported on its own)."""
+    first_stage, scoring, systems = data.get("first_stage"), data.get("scoring"), data.get("systems")
+    if first_stage is None or scoring is None or systems is None or scoring.top_k > first_stage.k:
+        return None
+    if any(system.needs_model for system in systems):
+        return scoring.top_k, "scoring.top_k", f"re-ranks only {scoring.top_k} documents per query"
+    return first_stage.k, "first_stage.k", f"retrieves only {first_stage.k} documents per query"
+
+
+def _check_depth(metrics: Sequence[str], data: dict[str, Any], what: str = "", note: str = "") -> None:
+    """Refuse a metric whose cutoff is deeper than the runs it is computed on: R@100 of a run of
+    30 documents is R@30 under another name (and P@100 divides by 100 documents that are not there)."""
+    depth = _run_depth(data)
+    if depth is None:
+        return
+    limit, key, does = depth
+    deep = [m for m in metrics if int(m.rpartition("@")[2]) > limit]
+    if deep:
+        most = max(int(m.rpartition("@")[2]) for m in deep)
+        looks = "looks at" if len(deep) == 1 else "look at up to"
+        raise ValueError(
+            f"{what}{', '.join(deep)} {looks} {most} documents per query, but {key} {does}; "
+            f"lower the cutoff to {limit} or less, or raise {key}{note}"
+        )
 
 
 class SignificanceConfig(_Strict):
@@ -373,21 +419,39 @@ class ExperimentConfig(_Strict):
     systems: list[System] = Field(min_length=1, description="the systems to compare, in report order")
     fusion: FusionConfig = Field(default_factory=FusionConfig)  # type: ignore[arg-type]
     metrics: list[str] = Field(
-        default_factory=lambda: ["ndcg@10", "p@10", "ndcg@3", "recall@100", "map@100"],
-        description="metrics of the report table",
+        default_factory=lambda: list(_DEFAULT_METRICS),
+        description="metrics of the report table (cutoffs at most scoring.top_k, or first_stage.k "
+        "when nothing is re-ranked)",
     )
     significance: SignificanceConfig = Field(default_factory=SignificanceConfig)  # type: ignore[arg-type]
     report: ReportConfig = Field(default_factory=ReportConfig)  # type: ignore[arg-type]
 
     @field_validator("metrics")
     @classmethod
-    def _metrics(cls, value: list[str]) -> list[str]:
+    def _metrics(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if not value:
             raise ValueError("list at least one metric")
         out = [_check_metric(m) for m in value]
         if len(set(out)) != len(out):
             raise ValueError(f"metrics repeat: {value}")
+        note = (
+            " (these are the default metrics; list yours under 'metrics')" if out == _DEFAULT_METRICS else ""
+        )
+        _check_depth(out, info.data, note=note)
         return out
+
+    @field_validator("fusion")
+    @classmethod
+    def _fusion_depth(cls, value: FusionConfig, info: ValidationInfo) -> FusionConfig:
+        if value.method == "tuned":
+            _check_depth([value.metric], info.data, "metric ")
+        return value
+
+    @field_validator("report")
+    @classmethod
+    def _report_depth(cls, value: ReportConfig, info: ValidationInfo) -> ReportConfig:
+        _check_depth([value.primary_metric], info.data, "primary_metric ")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
@@ -458,6 +522,7 @@ class ExperimentConfig(_Strict):
         data = self.model_dump(mode="json", exclude={"output", "cache_dir", "description"})
         data["scoring"].pop("batch_size", None)
         data["scoring"].pop("device", None)
+        data["scoring"].pop("threads", None)
         data["report"].pop("plots", None)
         data["report"].pop("latex", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -804,6 +869,20 @@ systems:
 Checked before any heavy work starts: the dataset and every checkpoint can be found, layer
 indices exist in the ranker (its config's number of layers), system names are unique, and the
 results folder is empty, new, or holds only what taskrank wrote there.
+
+No metric looks deeper than the runs it is computed on. A re-ranked run, fused with the first
+stage or not, holds the `scoring.top_k` re-ranked documents of each query; a first-stage row
+holds `first_stage.k`. So every cutoff in `metrics`, `report.primary_metric` and (with tuned
+fusion) `fusion.metric` must be at most `scoring.top_k` when a system re-ranks, and at most
+`first_stage.k` otherwise. A deeper one (R@100 of top-30 runs would be R@30 under another
+name, and P@100 would divide by documents that are not there) is refused when the config is
+read, naming the metric, its cutoff and the key that limits it:
+
+    exp.yaml:31: metrics: recall@100 looks at 100 documents per query, but scoring.top_k
+      re-ranks only 30 documents per query; lower the cutoff to 30 or less, or raise scoring.top_k
+
+(one line in the terminal). Metrics without a cutoff (`map`, `mrr`, which `taskrank evaluate`
+accepts; the experiment file always asks for one) are computed on each run as it is.
 
 The results folder (`output`) must be a folder of its own: one that holds files taskrank did
 not write (the dataset, this file, notes) is refused, naming one of them, and nothing in it is

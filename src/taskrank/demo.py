@@ -1,6 +1,6 @@
 """The offline demo: ``taskrank demo`` (the README's first command).
 
-Everything runs locally, on a CPU, in about a minute:
+Everything runs locally, on a CPU, in about 30 seconds (benchmarks/demo.md):
 
 1. the bundled dataset (``taskrank/demo_data``: news and everyday-web documents plus a marine-
    biology target domain, BEIR format, text written for the project);
@@ -23,13 +23,11 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import random
 import re
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,8 @@ from typing import Any
 from .atomic import write_json
 from .config import ExperimentConfig, parse_config
 from .errors import ConfigError
+from .progress import announce
+from .threads import resolve_threads, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ GENERAL_PREFIX = "gen-"
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo; the defaults run in about a minute on two CPU cores."""
+    """Sizes of the demo; the defaults run in about 30 seconds on two CPU cores."""
 
     hidden: int = 64
     layers: int = 2
@@ -128,12 +128,15 @@ def build_models(
     if recipe.is_file() and all(p.is_dir() for p in paths.values()):
         try:
             if json.loads(recipe.read_text(encoding="utf-8")) == json.loads(json.dumps(wanted)):
-                log.info("reusing the demo models in %s", root)
+                announce(f"reusing the demo models in {root}", progress)
                 return paths
         except ValueError:
             log.warning("ignoring unreadable %s", recipe)
     recipe.unlink(missing_ok=True)
-    log.info("building the tiny pretrained model")
+    announce(
+        f"building the tiny pretrained T5 (hidden {settings.hidden}, {settings.layers} layers) in {root}",
+        progress,
+    )
     build_tiny(
         "T5ForConditionalGeneration",
         paths["pretrained"],
@@ -142,7 +145,7 @@ def build_models(
         hidden=settings.hidden,
         layers=settings.layers,
     )
-    log.info("training the ranker on the general queries")
+    announce(f"training the ranker on the general queries: {settings.ranker_steps} steps", progress)
     train_ranker(
         paths["pretrained"],
         ranker_examples(settings.negatives, settings.seed),
@@ -155,7 +158,7 @@ def build_models(
         overwrite=True,
         progress=progress,
     )
-    log.info("adapting the pretrained model to the marine documents")
+    announce(f"adapting the pretrained model to the marine documents: {settings.adapt_steps} steps", progress)
     target = root / "target-corpus.jsonl"
     records = [r for r in _read_jsonl(DEMO_DATA / "corpus.jsonl") if str(r["_id"]).startswith(TARGET_PREFIX)]
     from .atomic import write_text
@@ -186,9 +189,14 @@ def _data_stamp() -> dict[str, int]:
 
 
 def demo_config(
-    out: str | os.PathLike[str], models: dict[str, Path], settings: DemoSettings = DemoSettings()
+    out: str | os.PathLike[str],
+    models: dict[str, Path],
+    settings: DemoSettings = DemoSettings(),
+    *,
+    threads: int = 1,
 ) -> ExperimentConfig:
-    """The experiment the demo runs (the same schema as ``taskrank run``)."""
+    """The experiment the demo runs (the same schema as ``taskrank run``), scored on ``threads``
+    CPU threads."""
     return parse_config(
         {
             "name": "taskrank demo — tiny monoT5 + marine-biology domain vector",
@@ -213,7 +221,13 @@ def demo_config(
                 "pretrained": str(models["pretrained"]),
                 "kind": "monot5",
             },
-            "scoring": {"device": "cpu", "batch_size": 64, "max_length": 128, "top_k": settings.top_k},
+            "scoring": {
+                "device": "cpu",
+                "batch_size": 64,
+                "max_length": 128,
+                "top_k": settings.top_k,
+                "threads": threads,
+            },
             "systems": [
                 {"name": "BM25", "type": "first-stage"},
                 {"name": "ranker", "type": "ranker"},
@@ -223,7 +237,8 @@ def demo_config(
                 {"name": "layer ablation", "type": "ablation", "alpha": settings.merge_alpha},
             ],
             "fusion": {"method": "tuned", "step": 0.1},
-            "metrics": ["ndcg@10", "p@10", "ndcg@3", "recall@100", "map@100"],
+            # recall and MAP at the depth of the runs: a deeper cutoff is refused (a renamed R@top_k)
+            "metrics": ["ndcg@10", "p@10", "ndcg@3", f"recall@{settings.top_k}", f"map@{settings.top_k}"],
             "significance": {"test": "student", "p_value": 0.01, "correction": "bonferroni"},
         },
         "<demo>",
@@ -236,34 +251,24 @@ def run_demo(
     settings: DemoSettings = DemoSettings(),
     overwrite: bool = False,
     progress: bool = True,
+    threads: int = 1,
 ) -> Any:
     """Build the tiny trio and run the demo experiment into ``out``; returns the
     :class:`taskrank.experiment.ExperimentResult` (``.table``, ``.report``).
 
+    torch runs on ``threads`` intra-op threads throughout (restored afterwards). One is the
+    default: the demo's models are so small that thread hand-offs cost more than the arithmetic
+    (a T5 forward pass was 50x slower with 2 threads on a loaded 2-core machine).
     Running it again reuses the models and every cached step.
     """
     from .experiment import run_experiment
 
     root = Path(out)
-    with _single_thread():
+    with torch_threads(resolve_threads(threads)):
         models = build_models(root / "models", settings, progress=progress)
-        config = demo_config(root, models, settings)
+        config = demo_config(root, models, settings, threads=threads)
+        announce("running the experiment: BM25, re-ranking, merges, fusion, significance, report", progress)
         return run_experiment(config, overwrite=overwrite, progress=progress)
-
-
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    """One intra-op thread while the demo runs, restored afterwards: the demo's models are so
-    small that thread hand-offs cost more than the arithmetic (50x slower forward passes were
-    measured on a loaded 2-core machine with 2 threads)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 __all__ = [

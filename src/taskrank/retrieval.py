@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_dir
-from .data import Corpus, Queries, Run, doc_text
+from .data import Corpus, Queries, Run, doc_text, top_k
 from .errors import ConfigError, DataError
 from .paths import cache_root
 
@@ -221,20 +221,32 @@ class BM25Index:
         active = [i for i, toks in enumerate(tokens) if any(t in vocab and t for t in toks)]
         if not active:
             return run
-        depth = min(k, len(self.doc_ids))
-        docs, scores = self.retriever.retrieve(
-            [[t for t in tokens[i] if t in vocab and t] for i in active],
-            k=depth,
-            show_progress=progress,
-            n_threads=0,
-            backend_selection="numpy",  # the same top-k everywhere, and never on the GPU
-        )
+        n_docs = len(self.doc_ids)
         ids = np.asarray(self.doc_ids, dtype=object)
-        for row, i in enumerate(active):
-            keep = scores[row] > 0
-            run[qids[i]] = dict(
-                zip(ids[docs[row][keep]].tolist(), scores[row][keep].astype(float).tolist(), strict=True)
+        # One more than k: a tie at the cutoff shows as a (k+1)-th score equal to the k-th. bm25s
+        # breaks such ties its own way, so those queries are fetched deeper until the tie ends,
+        # and the cut is taskrank's one top-k, in trec_eval's order (taskrank.data.top_k).
+        pending, depth = list(range(len(active))), min(k + 1, n_docs)
+        while pending:
+            docs, scores = self.retriever.retrieve(
+                [[t for t in tokens[active[r]] if t in vocab and t] for r in pending],
+                k=depth,
+                show_progress=progress,
+                n_threads=0,
+                backend_selection="numpy",  # the same top-k everywhere, and never on the GPU
             )
+            tied = []
+            for row, r in enumerate(pending):
+                row_scores = scores[row]
+                if depth < n_docs and len(row_scores) > k and 0 < row_scores[k - 1] == row_scores[-1]:
+                    tied.append(r)
+                    continue
+                keep = row_scores > 0
+                found = dict(
+                    zip(ids[docs[row][keep]].tolist(), row_scores[keep].astype(float).tolist(), strict=True)
+                )
+                run[qids[active[r]]] = top_k({"q": found}, k)["q"]
+            pending, depth = tied, min(2 * depth, n_docs)
         return run
 
 

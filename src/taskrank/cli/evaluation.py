@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import typer
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +107,24 @@ def _parse_weights(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
-def _cut(run: dict[str, dict[str, float]], depth: int | None) -> dict[str, dict[str, float]]:
-    """Each query's top ``depth`` documents in trec_eval order (all of them when depth is None)."""
-    from ..data import ranked
-
-    if depth is None:
-        return run
-    return {qid: dict(ranked(scores)[:depth]) for qid, scores in run.items()}
+def _judged_in_run(
+    runs: list[Path], queries: Collection[str], qrels_file: Path, qrels: Mapping[str, Mapping[str, int]]
+) -> tuple[int, int]:
+    """How many of the queries judged in ``qrels_file`` the ``runs`` hold (``queries``), and how
+    many are judged. None in common is a :class:`DataError` naming the files and both counts:
+    every metric would be 0, and a tuning a choice among zeros."""
+    judged = [qid for qid, docs in qrels.items() if docs]
+    shared = sum(1 for qid in judged if qid in queries)
+    if shared == 0:
+        names = " and ".join(str(path) for path in runs)
+        holder = "the run has" if len(runs) == 1 else "the runs have"
+        run_example = f" (e.g. {next(iter(queries))!r})" if queries else ""
+        qrels_example = f" (e.g. {judged[0]!r})" if judged else ""
+        raise DataError(
+            f"{names} and {qrels_file} share no query: {holder} {len(queries)} queries{run_example}, "
+            f"the qrels judge {len(judged)}{qrels_example}; are they of the same split?"
+        )
+    return shared, len(judged)
 
 
 def fuse_command(
@@ -139,7 +151,7 @@ def fuse_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary line."),
 ) -> None:
     """Fuse a first-stage run with a re-ranker run: fixed or dev-tuned weights, or RRF."""
-    from ..data import read_qrels, read_run, write_run
+    from ..data import read_qrels, read_run, top_k, write_run
     from ..evaluation import FUSION_METHODS, fuse, rrf, tune_fusion
 
     if method not in FUSION_METHODS:
@@ -153,15 +165,29 @@ def fuse_command(
     if depth is not None and depth < 1:
         raise ConfigError(f"--depth must be >= 1, got {depth}")
     _refuse_existing(out, overwrite)
-    first, second = _cut(read_run(first_stage), depth), _cut(read_run(reranker), depth)
+    first, second = top_k(read_run(first_stage), depth), top_k(read_run(reranker), depth)
     summary: str
     if method == "rrf":
         fused = rrf([first, second], k=rrf_k)
         summary = f"RRF k={rrf_k}"
     elif dev_qrels is not None:
         qrels = read_qrels(dev_qrels)
-        dev_first = _cut(read_run(dev_first_stage), depth) if dev_first_stage else first
-        dev_second = _cut(read_run(dev_reranker), depth) if dev_reranker else second
+        dev_first = top_k(read_run(dev_first_stage), depth) if dev_first_stage else first
+        dev_second = top_k(read_run(dev_reranker), depth) if dev_reranker else second
+        dev_runs = [dev_first_stage or first_stage, dev_reranker or reranker]
+        try:
+            shared, judged = _judged_in_run(dev_runs, {*dev_first, *dev_second}, dev_qrels, qrels)
+        except DataError as exc:
+            hint = ""
+            if dev_first_stage is None and dev_reranker is None:
+                hint = "; pass runs of the dev queries with --dev-first-stage and --dev-reranker"
+            raise DataError(f"cannot tune the fusion weights: {exc}{hint}") from None
+        if shared * 2 < judged:
+            typer.echo(
+                f"warning: the runs hold only {shared} of the {judged} queries judged in {dev_qrels}; "
+                f"the weights are tuned on those {shared}",
+                err=True,
+            )
         tuned, value = tune_fusion(dev_first, dev_second, qrels, metric=metric, step=step)
         fused = fuse(first, second, tuned)
         summary = f"weights {tuned[0]:g},{tuned[1]:g} tuned on {dev_qrels} ({metric} = {value:.4f})"
@@ -226,8 +252,17 @@ def evaluate_command(
             raise ConfigError(f"{root}: unknown split {split!r}; valid splits: {', '.join(valid) or 'none'}")
         judgments = read_qrels(qrels_file)
     else:
+        qrels_file = qrels
         judgments = read_qrels(qrels)
     loaded = {name: read_run(path) for name, path in named.items()}
+    for name, run in loaded.items():
+        shared, judged = _judged_in_run([named[name]], run.keys(), qrels_file, judgments)
+        if shared * 2 < judged:
+            typer.echo(
+                f"warning: {named[name]} holds only {shared} of the {judged} queries judged in "
+                f"{qrels_file}; the other {judged - shared} count as 0",
+                err=True,
+            )
     table = compare(
         loaded,
         judgments,

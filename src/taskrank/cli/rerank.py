@@ -70,6 +70,13 @@ def rerank_command(
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16 (GPU only)."),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="CPU threads torch scores with (default: $OMP_NUM_THREADS when set, else the cores this "
+        "process may use: CPU affinity and cgroup quota, not the host's count).",
+    ),
     option: list[str] = typer.Option(
         [], "--option", help="Family option KEY=VALUE, e.g. true_token=▁yes (repeatable)."
     ),
@@ -80,6 +87,7 @@ def rerank_command(
     """Re-rank the top-k candidates of each query with a model of the given family."""
     from ..data import load_beir, read_run, write_run
     from ..rerankers import load_reranker, reranker_class, select_candidates
+    from ..threads import resolve_threads, torch_threads
     from . import check_output
 
     reranker_class(kind)  # an unknown kind fails before anything is read
@@ -89,25 +97,29 @@ def rerank_command(
     run = restrict_to_split(read_run(candidates), data.queries, split, candidates)
     # every id is checked before the model is loaded
     select_candidates(run, data.corpus, data.queries, top_k)
-    reranker = load_reranker(
-        model,
-        kind,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        max_length=max_length,
-        max_tokens=max_tokens,
-        **options,
-    )
-    start = time.perf_counter()
-    result = reranker.rerank(run, data.corpus, data.queries, top_k=top_k, progress=not quiet)
-    seconds = time.perf_counter() - start
+    with torch_threads(resolve_threads(threads)) as used:
+        reranker = load_reranker(
+            model,
+            kind,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            max_length=max_length,
+            max_tokens=max_tokens,
+            **options,
+        )
+        start = time.perf_counter()
+        result = reranker.rerank(
+            run, data.corpus, data.queries, top_k=top_k, progress=not quiet, label=f"{split} split"
+        )
+        seconds = time.perf_counter() - start
     write_run(result, out, tag=tag)
     pairs = sum(len(docs) for docs in result.values())
     if not quiet:
         typer.echo(
             f"re-ranked {pairs} pairs of {len(result)} queries in {seconds:.1f}s "
-            f"({pairs / max(seconds, 1e-9):.1f} pairs/s) on {reranker.device}; wrote {out}"
+            f"({pairs / max(seconds, 1e-9):.1f} pairs/s) on {reranker.device}, {used} CPU thread(s); "
+            f"wrote {out}"
         )
 
 

@@ -34,6 +34,7 @@ from .formats import (
     ranked,
     read_qrels,
     read_run,
+    top_k,
     write_qrels,
     write_run,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "read_run",
     "resolve_dataset",
     "restrict_to_judged",
+    "top_k",
     "write_qrels",
     "write_run",
 ]

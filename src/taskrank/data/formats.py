@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..atomic import atomic_file
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -366,10 +366,31 @@ def read_run(path: PathLike) -> Run:
 def ranked(scores: Mapping[str, float]) -> list[tuple[str, float]]:
     """Documents in the order trec_eval ranks them: score descending, ties by doc id descending.
 
+    This is trec_eval's own comparison (``comp_sim_docno`` in ``form_res_rels.c``: higher
+    ``sim`` first, then ``strcmp(docno2, docno1)``); the rank column of a run file plays no part.
+    Every ordering and every top-k cut in taskrank goes through this function (see
+    :func:`top_k`), so the documents re-ranked, fused, evaluated and written are the same ones.
+
     >>> ranked({"a": 1.0, "b": 1.0, "c": 2.0})
     [('c', 2.0), ('b', 1.0), ('a', 1.0)]
     """
     return sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)
+
+
+def top_k(run: Mapping[str, Mapping[str, float]], k: int | None) -> Run:
+    """Each query's ``k`` best documents, in trec_eval's order (:func:`ranked`); all of them
+    when ``k`` is None. A tie that straddles the cutoff keeps the larger doc ids, as trec_eval
+    would rank them. The one top-k cut of taskrank: the re-ranker's candidates, the first stage
+    a re-ranked run is fused with, ``taskrank fuse --depth`` and the runner's first stage.
+
+    >>> top_k({"q1": {"a": 1.0, "b": 1.0, "c": 2.0}}, 2)
+    {'q1': {'c': 2.0, 'b': 1.0}}
+    """
+    if k is None:
+        return {qid: dict(ranked(scores)) for qid, scores in run.items()}
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"top-k cutoff must be an integer >= 1, got {k!r}")
+    return {qid: dict(ranked(scores)[:k]) for qid, scores in run.items()}
 
 
 def write_run(run: Mapping[str, Mapping[str, float]], path: PathLike, tag: str = "taskrank") -> None:

@@ -1,4 +1,4 @@
-"""Evaluation: trec_eval-exact metrics (via ranx), score fusion, paired significance tests.
+"""Evaluation: trec_eval's metrics (via pytrec_eval), score fusion, paired significance tests.
 
 >>> from taskrank.evaluation import evaluate, fuse, compare
 """

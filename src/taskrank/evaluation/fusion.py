@@ -125,12 +125,21 @@ def tune_fusion(
 ) -> tuple[tuple[float, float], float]:
     """Grid-search the (first-stage, re-ranker) weights on a dev split; return the best weights
     and their metric value. Equal values keep the grid point with the larger re-ranker weight
-    (the first one met), so results are deterministic.
+    (the first one met), so results are deterministic. Runs that share no query with ``qrels``
+    are a :class:`DataError`: there would be nothing to tune on.
 
     >>> weights, value = tune_fusion(bm25_dev, reranked_dev, dev.qrels, "ndcg@10")  # doctest: +SKIP
     """
     key = canonical_metric(metric)
     grid = weight_grid(step)
+    judged = [qid for qid, docs in qrels.items() if docs]
+    held = {*first_stage, *reranker}
+    if not any(qid in held for qid in judged):
+        # every grid point would score 0 and the "best" weights would be the first grid point
+        raise DataError(
+            f"cannot tune fusion weights: the runs ({len(held)} queries) share no query with the "
+            f"qrels ({len(judged)} judged queries)"
+        )
     scores = [evaluate(fuse(first_stage, reranker, w), qrels, [key]).mean[key] for w in grid]
     best = 0
     for i, value in enumerate(scores):

@@ -1,14 +1,20 @@
-"""Ranking metrics through ranx, with trec_eval's conventions made explicit.
+"""Ranking metrics computed by trec_eval itself (pytrec_eval), with its conventions made explicit.
 
-ranx (Bassani, ECIR 2022) computes the metrics; this module only prepares its input so that
-the values are trec_eval's (the definitions pytrec_eval exposes):
+pytrec_eval (Van Gysel & de Rijke, SIGIR 2018) runs trec_eval's C code in-process; this module
+only prepares its input and names its measures:
 
 - score ties are broken by document id, descending, as trec_eval does: each query's
-  documents are re-scored by their trec_eval rank before ranx sees them (every metric
-  here depends on ranks only, so this changes nothing else);
+  documents are re-scored by their trec_eval rank before trec_eval sees them (every metric
+  here depends on ranks only, so this changes nothing else, and float ties cannot differ);
 - nDCG uses linear gains (trec_eval's ``ndcg_cut``, Järvelin & Kekäläinen 2002);
 - relevance >= 1 is relevant; negative labels (explicit negatives) count as 0;
-- P@k divides by k even when fewer documents were retrieved; MAP@k divides by all relevant.
+- P@k divides by k even when fewer documents were retrieved; MAP@k divides by all relevant;
+- MRR@k is trec_eval's ``recip_rank`` when the first relevant document is within the top k,
+  else 0 (trec_eval has no cut reciprocal rank).
+
+It is C and needs no compilation at first use, unlike the numba kernels of ranx that computed
+these values before (60–110 s of compiling, silent, on a newcomer's first run; the values are
+equal, which tests/test_evaluation.py checks against trec_eval directly).
 
 Two rules decide which queries count, and reports state both:
 
@@ -33,13 +39,21 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "p@10", "ndcg@3", "recall@100", "map@100", "mrr@10")
 
-# our metric family -> (ranx name, display name)
+# our metric family -> (trec_eval measure at a cutoff k, display name)
 METRIC_FAMILIES: dict[str, tuple[str, str]] = {
-    "ndcg": ("ndcg", "nDCG"),
-    "p": ("precision", "P"),
+    "ndcg": ("ndcg_cut", "nDCG"),
+    "p": ("P", "P"),
     "recall": ("recall", "R"),
-    "map": ("map", "MAP"),
-    "mrr": ("mrr", "MRR"),
+    "map": ("map_cut", "MAP"),
+    "mrr": ("recip_rank", "MRR"),
+}
+# our metric family -> trec_eval measure without a cutoff (over every retrieved document)
+_UNCUT: dict[str, str] = {
+    "ndcg": "ndcg",
+    "p": "set_P",
+    "recall": "set_recall",
+    "map": "map",
+    "mrr": "recip_rank",
 }
 _ALIASES = {"precision": "p", "r": "recall", "ap": "map", "rr": "mrr"}
 _METRIC_RE = re.compile(r"^([a-z]+)(?:@(\d+))?$")
@@ -80,10 +94,24 @@ def display_metric(name: str) -> str:
     return label if k is None else f"{label}@{k}"
 
 
-def _ranx_metric(name: str) -> str:
-    family, k = parse_metric(name)
-    base = METRIC_FAMILIES[family][0]
-    return base if k is None else f"{base}@{k}"
+def _trec_eval_measures(keys: Sequence[str]) -> tuple[set[str], dict[str, tuple[str, int | None]]]:
+    """The measures to ask trec_eval for (``{"ndcg_cut.3,10", "P.10"}``), and for each metric
+    the result key to read (``"ndcg@10" -> "ndcg_cut_10"``) and, for MRR@k, the rank cutoff k
+    to apply to trec_eval's ``recip_rank``."""
+    cutoffs: dict[str, set[int]] = {}
+    plain: set[str] = set()
+    read: dict[str, tuple[str, int | None]] = {}
+    for key in keys:
+        family, k = parse_metric(key)
+        if k is None or family == "mrr":
+            plain.add(_UNCUT[family])
+            read[key] = (_UNCUT[family], k)
+        else:
+            measure = METRIC_FAMILIES[family][0]
+            cutoffs.setdefault(measure, set()).add(k)
+            read[key] = (f"{measure}_{k}", None)
+    measures = plain | {f"{m}.{','.join(map(str, sorted(ks)))}" for m, ks in cutoffs.items()}
+    return measures, read
 
 
 @dataclass
@@ -138,7 +166,7 @@ class Evaluation:
 
 
 def _trec_ordered(run: Mapping[str, Mapping[str, float]], qids: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Re-score each query's documents by trec_eval rank (n, n-1, …, 1) so ranx sees no ties."""
+    """Re-score each query's documents by trec_eval rank (n, n-1, …, 1): no ties are left."""
     out: dict[str, dict[str, float]] = {}
     for qid in qids:
         scores = run.get(qid)
@@ -158,15 +186,13 @@ def evaluate(
     qrels: Mapping[str, Mapping[str, int]],
     metrics: Sequence[str] = DEFAULT_METRICS,
 ) -> Evaluation:
-    """Evaluate ``run`` against ``qrels`` (trec_eval definitions, computed by ranx).
+    """Evaluate ``run`` against ``qrels`` with trec_eval (through pytrec_eval).
 
     >>> ev = evaluate({"q1": {"d1": 2.0, "d2": 1.0}}, {"q1": {"d2": 1}}, ["p@1", "mrr@10"])
     >>> ev.mean["p@1"], ev.mean["mrr@10"]
     (0.0, 0.5)
     """
-    from ranx import Qrels as RanxQrels
-    from ranx import Run as RanxRun
-    from ranx import evaluate as ranx_evaluate
+    import pytrec_eval
 
     keys = list(dict.fromkeys(canonical_metric(m) for m in metrics))
     if not keys:
@@ -180,14 +206,15 @@ def evaluate(
     prepared = _trec_ordered(run, judged)
     per_query: dict[str, dict[str, float]] = {k: dict.fromkeys(judged, 0.0) for k in keys}
     if prepared:
-        ranx_qrels = RanxQrels({qid: {d: max(int(r), 0) for d, r in qrels[qid].items()} for qid in judged})
-        # make_comparable adds the judged queries the run lacks (scored 0) and drops the rest
-        ranx_run = RanxRun(prepared).make_comparable(ranx_qrels)
-        names = [_ranx_metric(k) for k in keys]
-        ranx_evaluate(ranx_qrels, ranx_run, names, save_results_in_run=True)
-        for key, name in zip(keys, names, strict=True):
-            for qid, value in ranx_run.scores[name].items():
-                if qid in judged_set:
-                    per_query[key][qid] = float(value)
+        measures, read = _trec_eval_measures(keys)
+        judgments = {qid: {d: max(int(r), 0) for d, r in qrels[qid].items()} for qid in prepared}
+        # trec_eval reports only the queries the run retrieved for; the others stay 0
+        results = pytrec_eval.RelevanceEvaluator(judgments, measures).evaluate(prepared)
+        for qid, values in results.items():
+            for key, (name, rank_cutoff) in read.items():
+                value = float(values.get(name, 0.0))
+                if rank_cutoff is not None and value > 0 and round(1 / value) > rank_cutoff:
+                    value = 0.0  # MRR@k: the first relevant document lies below rank k
+                per_query[key][qid] = value
     mean = {k: float(np.mean([per_query[k][q] for q in judged])) for k in keys}
     return Evaluation(tuple(keys), judged, per_query, mean, excluded, empty)

@@ -2,8 +2,12 @@
 
 Tests are paired over the judged queries: Student's t (scipy ``ttest_rel``) and Fisher's
 randomisation test (sign flips of the per-query differences, scipy ``permutation_test``,
-seeded; Smucker, Allan & Carterette, CIKM 2007, recommend it for IR). Bonferroni correction
-multiplies each p-value by the number of comparisons made per metric.
+seeded; Smucker, Allan & Carterette, CIKM 2007, recommend it for IR).
+
+The family of tests, per metric: with baselines, every system against every baseline other than
+itself, two baselines against each other once; without, every pair of systems. Bonferroni
+correction multiplies each p-value by the size of that family, the same for every row, so two
+systems with identical per-query values get identical p-values and identical marks.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .metrics import DEFAULT_METRICS, RULES, Evaluation, canonical_metric, display_metric, evaluate
 
 logger = logging.getLogger(__name__)
@@ -26,14 +30,20 @@ TESTS: dict[str, str] = {
 }
 CORRECTIONS: dict[str, str] = {"bonferroni": "Bonferroni correction", "none": "no correction"}
 
+# per-query differences this small are rounding noise, not a difference: such a pair gets p = 1
+EQUAL_TOLERANCE = 1e-12
+
 
 def paired_test(
     a: Sequence[float], b: Sequence[float], test: str = "student", *, seed: int = 42, resamples: int = 10_000
 ) -> float:
     """Two-sided p-value that paired samples ``a`` and ``b`` have the same mean.
 
-    Identical samples give p = 1. Fisher's test enumerates all sign flips when there are at
-    most ``resamples`` of them, and otherwise draws ``resamples`` with ``seed``.
+    Identical samples (every difference within ``EQUAL_TOLERANCE``) give p = 1, never NaN;
+    a constant non-zero difference gives p = 0 under Student's t (its t is infinite). The test
+    is symmetric: swapping ``a`` and ``b`` gives the same p. Fisher's test enumerates all sign
+    flips when there are at most ``resamples`` of them, and otherwise draws ``resamples`` with
+    ``seed``.
 
     >>> paired_test([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], "fisher")  # 2 of 16 flips as extreme
     0.125
@@ -46,9 +56,11 @@ def paired_test(
     y = np.asarray(b, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
         raise ConfigError(f"paired samples must be 1-D and of equal length, got {x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise DataError("paired samples must be finite numbers, got NaN or infinity")
     diff = x - y
-    if x.size < 2 or (np.all(diff == diff[0]) and diff[0] == 0):
-        return 1.0
+    if x.size < 2 or np.all(np.abs(diff) <= EQUAL_TOLERANCE):
+        return 1.0  # no difference (scipy's ttest_rel would give NaN here)
     if test == "student":
         if np.all(diff == diff[0]):
             return 0.0  # a constant non-zero difference: the t statistic is infinite
@@ -67,7 +79,11 @@ def paired_test(
 
 @dataclass(frozen=True)
 class PairTest:
-    """One comparison: ``system`` against ``baseline`` on ``metric``."""
+    """One comparison: ``system`` against ``baseline`` on ``metric``.
+
+    ``difference`` is mean(system) − mean(baseline); ``p_value`` the raw two-sided p-value,
+    ``p_corrected`` after the correction; ``significant`` is ``p_corrected < level``.
+    """
 
     metric: str
     system: str
@@ -76,6 +92,19 @@ class PairTest:
     p_value: float
     p_corrected: float
     significant: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: both p-values (raw and corrected), the decision and the winner."""
+        return {
+            "system": self.system,
+            "baseline": self.baseline,
+            "metric": self.metric,
+            "difference": self.difference,
+            "p_value_raw": self.p_value,
+            "p_value_corrected": self.p_corrected,
+            "significant": self.significant,
+            "winner": self.winner,
+        }
 
     @property
     def winner(self) -> str | None:
@@ -126,25 +155,29 @@ class Comparison:
             out[name] = label
         return out
 
+    def family(self) -> str:
+        """In words, which pairs are tested (the family the correction counts)."""
+        if self.baselines:
+            return (
+                f"every system against every baseline other than itself ({', '.join(self.baselines)}), "
+                "baselines against each other once"
+            )
+        return "every pair of systems"
+
     def notes(self) -> list[str]:
         """The legend: what a superscript means, the test and correction, the counting rules."""
         first = self.evaluations[self.systems[0]]
-        scope = (
-            f"each system against the baseline(s) {', '.join(self.baselines)}"
-            if self.baselines
-            else "every pair of systems"
+        settings = (
+            f"{TESTS[self.test]} (two-sided) on the per-query values, p < {self.p_value:g} after "
+            f"{CORRECTIONS[self.correction]} over {self.num_comparisons} comparison(s) per metric "
+            f"({self.family()})"
         )
-        if self.num_comparisons:
-            legend = (
-                f"A superscript letter marks a significant improvement over that system: {TESTS[self.test]} "
-                f"(two-sided) on the per-query values, p < {self.p_value:g} after "
-                f"{CORRECTIONS[self.correction]} over {self.num_comparisons} comparison(s) per metric "
-                f"({scope})."
-            )
+        if not self.num_comparisons:
+            legend = "No significance tests: there is no pair of systems to compare (a single system)."
+        elif not any(t.significant for t in self.tests):
+            legend = f"No difference is significant: {settings}."
         else:
-            legend = (
-                "No significance tests: there is no pair of systems to compare (every system is a baseline)."
-            )
+            legend = f"A superscript letter marks a significant improvement over that system: {settings}."
         lines = [
             legend,
             f"{RULES[0]} {len(first.queries)} judged queries evaluated.",
@@ -230,19 +263,8 @@ class Comparison:
             "num_queries": len(self.evaluations[self.systems[0]].queries),
             "mean": {s: {m: self.mean(s, m) for m in self.metrics} for s in self.systems},
             "beats": {s: {m: self.beats(s, m) for m in self.metrics} for s in self.systems},
-            "tests": [
-                {
-                    "metric": t.metric,
-                    "system": t.system,
-                    "baseline": t.baseline,
-                    "difference": t.difference,
-                    "p_value": t.p_value,
-                    "p_corrected": t.p_corrected,
-                    "significant": t.significant,
-                    "winner": t.winner,
-                }
-                for t in self.tests
-            ],
+            "family": self.family(),
+            "tests": [t.to_dict() for t in self.tests],
             "empty_queries": {s: len(self.evaluations[s].empty) for s in self.systems},
             "notes": self.notes(),
         }
@@ -257,6 +279,29 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
+def comparison_pairs(systems: Sequence[str], baselines: Sequence[str]) -> list[tuple[str, str]]:
+    """The ``(system, baseline)`` pairs that ``compare`` tests, per metric.
+
+    Every system against every baseline other than itself, in row order; two baselines are
+    tested once, the one listed later in ``baselines`` as the system. Without baselines, every
+    pair of systems. A baseline row is tested like any other, so a system whose run equals a
+    baseline's gets the same tests (and marks) as that baseline.
+
+    >>> comparison_pairs(["bm25", "ranker", "merged"], ["bm25", "ranker"])
+    [('ranker', 'bm25'), ('merged', 'bm25'), ('merged', 'ranker')]
+    """
+    systems = list(systems)
+    if not baselines:
+        return [(systems[j], systems[i]) for i in range(len(systems)) for j in range(i + 1, len(systems))]
+    order = {b: i for i, b in enumerate(baselines)}
+    return [
+        (s, b)
+        for s in systems
+        for b in baselines
+        if s != b and not (s in order and order[s] < order[b])  # tested the other way round
+    ]
+
+
 def compare(
     runs: Mapping[str, Mapping[str, Mapping[str, float]]],
     qrels: Mapping[str, Mapping[str, int]],
@@ -269,9 +314,10 @@ def compare(
 ) -> Comparison:
     """Evaluate several runs on the same judged queries and test the differences.
 
-    With ``baselines`` each other system is tested against each baseline (the paper: the
-    merged model against BM25, the ranker alone, α = 0 and the domain model alone: 4
-    comparisons); without, every pair is tested. Bonferroni multiplies p by that count.
+    With ``baselines`` every system, baselines included, is tested against every baseline
+    other than itself, and two baselines against each other once (as ``(later, earlier)`` in
+    ``baselines`` order); without, every pair is tested. Bonferroni multiplies each p by the
+    number of tests per metric, the same for every row.
 
     >>> table = compare({"bm25": bm25, "merged": merged}, qrels, baselines=["bm25"])  # doctest: +SKIP
     >>> print(table.to_markdown())  # doctest: +SKIP
@@ -290,11 +336,7 @@ def compare(
     unknown = [b for b in base if b not in runs]
     if unknown:
         raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}; systems: {', '.join(systems)}")
-    if base:
-        # when every system is a baseline there is nothing to test: the table has no marks
-        pairs = [(s, b) for s in systems if s not in base for b in base]
-    else:
-        pairs = [(systems[j], systems[i]) for i in range(len(systems)) for j in range(i + 1, len(systems))]
+    pairs = comparison_pairs(systems, base)
     evaluations = {name: evaluate(run, qrels, keys) for name, run in runs.items()}
     m = len(pairs)
     tests: list[PairTest] = []

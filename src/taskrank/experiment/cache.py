@@ -27,7 +27,9 @@ from ..errors import TaskrankError
 log = logging.getLogger(__name__)
 
 #: part of every key: what a step computes. Bump it when the values themselves change meaning.
-CACHE_VERSION = 1
+#: 2: the first stage is cut to first_stage.k in trec_eval's tie order (doc id descending; it was
+#: ascending), which changes the candidates a tie at the cutoff lets through, so what is re-ranked.
+CACHE_VERSION = 2
 #: how an entry is stored. Format 1 had no checksum; its entries sit under the same keys (their
 #: values mean the same), so they are found, reported and rewritten in place rather than left
 #: behind as orphans, which a new CACHE_VERSION would do.

@@ -36,14 +36,18 @@ def needed(exp: Experiment) -> Iterator[tuple[str, ModelState | None, Split | No
             state = ModelState.merged(system.alpha, system.layers, system.mode)
             yield from with_weights(system.name, state, [data.test])
         elif isinstance(system, SweepSystem):
+            score_test = system.plot_test or system.select_on == "test"
             for alpha in system.alphas:
                 state = ModelState.merged(alpha, system.layers, system.mode)
-                if data.dev is not None and (system.select_on == "dev" or tuned):
+                if data.dev is not None:  # every α is scored on dev, whatever picks α
                     yield system.name, state, data.dev
-                if system.plot_test or system.select_on == "test":
+                if score_test:
                     yield system.name, state, data.test
-            if not (system.plot_test or system.select_on == "test"):
+            if not score_test:
                 yield system.name, None, None  # the test split at the chosen α
+            # the ranker alone: the α plot's reference on every split the sweep scores
+            ranker_splits = [s for s in (data.dev, data.test if score_test else None) if s is not None]
+            yield from with_weights(system.name, ModelState("ranker"), ranker_splits)
         elif isinstance(system, AblationSystem):
             yield from with_weights(system.name, ModelState("ranker"), [data.test])
             yield from with_weights(system.name, ModelState.merged(system.alpha), [data.test])

@@ -14,7 +14,7 @@ import logging
 import platform
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,10 @@ from ..config import (
     SweepSystem,
     dump_config,
 )
+from ..data.formats import top_k  # the one top-k cut, in trec_eval's order
 from ..errors import ConfigError, DataError
 from ..locking import lock_folder
+from ..threads import resolve_threads, torch_threads
 from .cache import FingerprintMemo, StepCache, digest
 from .folder import EXPERIMENT_FILE, check_output, clear_output, record_outputs
 from .models import ModelPool, ModelState, Scoring, resolve_scoring
@@ -47,17 +49,11 @@ log = logging.getLogger(__name__)
 
 Run = dict[str, dict[str, float]]
 
+MODEL_FOLDER = "model"
+"""``runs/<split>/model/``: the model-alone runs of systems whose reported runs are fused."""
+
 
 # --------------------------------------------------------------------------- helpers
-
-
-def top_k(run: Mapping[str, Mapping[str, float]], k: int) -> Run:
-    """The ``k`` best-scored documents of each query (ties broken by document id)."""
-    out: Run = {}
-    for qid, docs in run.items():
-        ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))[:k]
-        out[qid] = dict(ranked)
-    return out
 
 
 def slug(name: str) -> str:
@@ -137,7 +133,7 @@ class Experiment:
         self._ckpts: Checkpoints | None = None
         self._device: Any = None
         self._scoring: Scoring | None = None
-        self._extra_runs: list[tuple[str, str, Run]] = []  # (system, file stem, run) of sweeps/ablations
+        self._slugs: dict[str, str] = {}  # system name → file name, set by _compute
 
     # -- preparation (no heavy work) -----------------------------------------------------
     def prepare(self, *, download: bool = True) -> str:
@@ -300,10 +296,16 @@ class Experiment:
             return run
         if self._pool is None:
             self._pool = ModelPool(self.config, self.ckpts, self.scoring, self._device, self.progress)
-        reranker = self._pool.reranker(state)
-        log.info("re-ranking %s queries with %s", split.role, state.label())
-        top = self.config.scoring.top_k
-        run = reranker.rerank(candidates, self.data.corpus, split.queries, top_k=top, progress=self.progress)
+        # the bar says what it scores: many passes of one model follow each other in a run
+        model = {"ranker": "ranker", "domain": "domain model"}.get(state.role, f"TA {state.label()}")
+        label = f"{model} · {split.role} split"
+        with torch_threads(resolve_threads(self.config.scoring.threads)):
+            reranker = self._pool.reranker(state)  # the merge of a new α runs on these threads too
+            log.info("re-ranking %s queries with %s", split.role, state.label())
+            top = self.config.scoring.top_k
+            run = reranker.rerank(
+                candidates, self.data.corpus, split.queries, top_k=top, progress=self.progress, label=label
+            )
         self.pairs_scored += sum(len(docs) for docs in run.values())
         self.cache.put("rerank", key, run, inputs)
         return run
@@ -414,6 +416,8 @@ class Experiment:
             "device": str(self._device),
             "dtype": self.config.scoring.dtype or "float32",
             "seed": self.config.seed,
+            # torch's intra-op threads while scoring (scoring.threads, else the cores this process may use)
+            "threads": resolve_threads(self.config.scoring.threads),
         }
         write_json(self.out / "environment.json", results["environment"])
         write_json(self.out / "results.json", results)
@@ -442,27 +446,29 @@ class Experiment:
         if self._pool is not None:
             self._pool.release_domain()
 
-        table_runs: dict[str, Run] = {}
+        # the runs/<split>/model/ folder holds the model-alone runs: no system's runs may take it
+        self._slugs = _unique_slugs([s.name for s in config.systems], reserved={MODEL_FOLDER})
+        reported = self._reported_variant()
+        table_runs: dict[str, Run] = {}  # the reported variant: the runs the significance tests see
+        variant_runs: dict[str, dict[str, Run]] = {}
+        dev_states: dict[str, ModelState] = {}  # the systems scored on dev, at the state they report
         rows: list[dict[str, Any]] = []
         sweeps: dict[str, Any] = {}
         ablations: dict[str, Any] = {}
-        dev_runs: dict[str, Run] = {}
         fusion_used: dict[str, Any] = {}
         for system in config.systems:
             details = ""
+            state: ModelState | None = None
             if isinstance(system, FirstStageSystem):
-                run = self.first_stage(test)
+                table_runs[system.name] = self.first_stage(test)
                 details = f"{config.first_stage.kind}, top {config.first_stage.k}"
             elif isinstance(system, AblationSystem):
                 ablations[system.name] = self._ablation(system)
                 continue
             elif isinstance(system, SweepSystem):
-                sweep, run, state = self._sweep(system)
+                sweep, state = self._sweep(system)
                 sweeps[system.name] = sweep
                 details = f"α={sweep['best_alpha']:g} (best on {system.select_on})"
-                details += self._weights_text(state, fusion_used, system.name)
-                if data.dev is not None:
-                    dev_runs[system.name] = self.final_run(state, data.dev)
             else:
                 if isinstance(system, RankerSystem):
                     state = ModelState("ranker")
@@ -471,34 +477,50 @@ class Experiment:
                 else:
                     state = ModelState.merged(system.alpha, system.layers, system.mode)
                     details = state.label() if state.role == "merge" else "α=0"
-                run = self.final_run(state, test)
+            if state is not None:
                 details += self._weights_text(state, fusion_used, system.name)
-            table_runs[system.name] = run
+                variant_runs[system.name] = self._variant_runs(state, test)
+                table_runs[system.name] = variant_runs[system.name][reported]
+                if self._scored_on_dev(system):
+                    dev_states[system.name] = state
             rows.append({"name": system.name, "type": system.type, "details": details.strip("; ")})
 
-        from ..data import write_run
-
-        slugs = _unique_slugs([s.name for s in config.systems])
-        for name, stem, run in self._extra_runs:
-            write_run(
-                run, self.out / "runs" / "test" / slugs[name] / f"{stem}.trec", tag=f"{slugs[name]}.{stem}"
-            )
-        per_query: dict[str, Any] = {}
         from ..evaluation import evaluate
 
-        for row in rows:
-            run = table_runs[row["name"]]
-            write_run(run, self.out / "runs" / "test" / f"{slugs[row['name']]}.trec", tag=slugs[row["name"]])
+        def scores(run: Run) -> dict[str, Any]:
             evaluation = evaluate(run, test.qrels, config.metrics)
-            row["mean"] = {m: float(evaluation.mean[_canonical(m)]) for m in config.metrics}
-            per_query[row["name"]] = {
-                "mean": row["mean"],
+            return {
+                "mean": {m: float(evaluation.mean[_canonical(m)]) for m in config.metrics},
                 "per_query": {m: evaluation.per_query[_canonical(m)] for m in config.metrics},
             }
-        for name, run in dev_runs.items():
-            write_run(run, self.out / "runs" / "dev" / f"{slugs[name]}.trec", tag=slugs[name])
+
+        per_query: dict[str, Any] = {}
+        for row in rows:
+            name = row["name"]
+            if name not in variant_runs:  # the first stage: one run
+                self._write_run("test", None, name, None, table_runs[name])
+                per_query[name] = scores(table_runs[name])
+                row["mean"] = per_query[name]["mean"]
+                continue
+            by_variant = {}
+            for variant, run in variant_runs[name].items():
+                self._write_run("test", variant, name, None, run)
+                by_variant[variant] = scores(run)
+            row["mean"] = by_variant[reported]["mean"]
+            row["reported_variant"] = reported
+            row["variants"] = {variant: {"mean": value["mean"]} for variant, value in by_variant.items()}
+            per_query[name] = {**by_variant[reported], "reported_variant": reported, "variants": by_variant}
+        if data.dev is not None and dev_states:
+            for system in config.systems:
+                if isinstance(system, FirstStageSystem):
+                    self._write_run("dev", None, system.name, None, self.first_stage(data.dev))
+                elif system.name in dev_states:
+                    for variant, run in self._variant_runs(dev_states[system.name], data.dev).items():
+                        self._write_run("dev", variant, system.name, None, run)
         write_json(self.out / "metrics" / "test.json", per_query)
         significance = self._significance(table_runs)
+        first_stage = self._first_stage_name()
+        labels = {"fused": f"fused with {first_stage}", "model": "model alone"}
         return {
             "title": config.name,
             "description": config.description,
@@ -515,6 +537,12 @@ class Experiment:
             "scoring": self._scoring.to_dict() if self._scoring is not None else None,
             "fusion": self._fusion_text(),
             "fusion_weights": fusion_used,
+            "variants": {
+                "reported": reported,
+                "available": self._variants(),
+                "labels": {variant: labels[variant] for variant in self._variants()},
+                "first_stage": first_stage,
+            },
             "metrics": list(config.metrics),
             "primary_metric": config.report.primary_metric,
             "baselines": config.baselines(),
@@ -526,12 +554,67 @@ class Experiment:
             "latex": config.report.latex,
         }
 
+    # -- the two variants of a re-ranking system ------------------------------------------------
+    def _variants(self) -> list[str]:
+        """``["fused", "model"]``, or ``["model"]`` with fusion ``none``."""
+        return ["model"] if self.config.fusion.method == "none" else ["fused", "model"]
+
+    def _reported_variant(self) -> str:
+        """The variant the table's ``mean``, the significance marks and the α selection use: the
+        configured fusion's final run (``fused``; ``model`` with fusion ``none``)."""
+        return self._variants()[0]
+
+    def _variant_runs(self, state: ModelState, split: Split) -> dict[str, Run]:
+        """``{"fused": …, "model": …}``: the run of ``state`` fused with the first stage (unless
+        fusion is ``none``) and its re-ranker scores alone."""
+        runs = {"model": self.rerank(state, split)}
+        if self.weights(state)[0] is None:
+            return runs
+        return {"fused": self.final_run(state, split), **runs}
+
+    def _scored_on_dev(self, system: Any) -> bool:
+        """Whether a re-ranking system is scored on dev: every α of a sweep, and every system
+        whose fusion weights are tuned there."""
+        if self.data.dev is None:
+            return False
+        return isinstance(system, SweepSystem) or self.config.fusion.method == "tuned"
+
+    def _write_run(self, split: str, variant: str | None, system: str, stem: str | None, run: Run) -> None:
+        """Write ``runs/<split>/<system>.trec`` (``<system>/<stem>.trec`` for a sweep's α or an
+        ablation's variant); the model-alone run of a fused system goes under ``runs/<split>/model/``."""
+        from ..data import write_run
+
+        name = self._slugs[system]
+        folder = self.out / "runs" / split
+        tag = name if stem is None else f"{name}.{stem}"
+        if variant == "model" and self._reported_variant() != "model":
+            folder, tag = folder / MODEL_FOLDER, f"{tag}.model"
+        write_run(run, folder / f"{name}.trec" if stem is None else folder / name / f"{stem}.trec", tag=tag)
+
+    def _first_stage_name(self) -> str:
+        """The first stage's name in the report: ``BM25``, or ``run`` for a TREC run file."""
+        return "BM25" if self.config.first_stage.kind == "bm25" else "run"
+
+    def _weights_words(self, weights: tuple[float, float] | None) -> str | None:
+        """``BM25 0.8 · model 0.2``, and what a one-sided fusion equals; None without fusion."""
+        from ..report import fusion_equals, weights_text
+
+        if weights is None:
+            return None
+        name = self._first_stage_name()
+        equals = fusion_equals(weights, name)
+        return weights_text(weights, name) + (f"; {equals}" if equals else "")
+
     def _weights_text(self, state: ModelState, used: dict[str, Any], name: str) -> str:
+        """``; BM25 0.8 · model 0.2, tuned on dev (ndcg@10)`` for a row's details (records the
+        weights in ``used``); '' without fusion."""
         weights, source = self.weights(state)
         used[name] = {"weights": list(weights) if weights else None, "source": source}
-        if weights is None:
+        words = self._weights_words(weights)
+        if words is None:
             return ""
-        return f"; w=({weights[0]:g}, {weights[1]:g}) {source.split(':')[0]}"
+        text, _, equals = words.partition("; ")
+        return f"; {text}, {source.split(':')[0]}" + (f"; {equals}" if equals else "")
 
     def _first_stage_text(self) -> str:
         fs = self.config.first_stage
@@ -541,50 +624,84 @@ class Experiment:
         return f"BM25 (bm25s, k1={fs.k1}, b={fs.b}, {fs.language}), top {fs.k}; re-ranked: top {top}"
 
     def _fusion_text(self) -> str:
+        from ..report import weights_text
+
         fusion = self.config.fusion
+        name = self._first_stage_name()
         if fusion.method == "none":
-            return "none (model scores only)"
+            return "none: every re-ranking system is the model alone (re-ranker scores only)"
+        how = f"per-query min-max of the {name} and model scores, then a weighted sum"
         if fusion.method == "fixed" or self.data.dev is None:
             extra = "" if fusion.method == "fixed" else " (no dev set to tune on)"
-            return f"per-query min-max, weights (first stage, model) = {tuple(fusion.weights)}{extra}"
+            return f"{how} with fixed weights {weights_text(fusion.weights, name)}{extra}"
         return (
-            "per-query min-max, weights tuned per system on dev by grid search "
-            f"(step {fusion.step}, {fusion.metric})"
+            f"{how} with weights tuned per system on dev by grid search (step {fusion.step}, {fusion.metric})"
         )
 
-    def _sweep(self, system: SweepSystem) -> tuple[dict[str, Any], Run, ModelState]:
+    def _sweep(self, system: SweepSystem) -> tuple[dict[str, Any], ModelState]:
+        """Score every α on dev (where there is one) and on test (``plot_test``, or when test picks),
+        both variants; pick α on the reported variant. Returns the sweep's results and the chosen
+        state. The ranker alone and the first stage are scored on the same splits, as references."""
         data = self.data
-        dev_values: list[float | None] = []
-        test_values: list[float | None] = []
+        variants = self._variants()
+        reported = self._reported_variant()
         score_test = system.plot_test or system.select_on == "test"
-        for alpha in system.alphas:
-            state = ModelState.merged(alpha, system.layers, system.mode)
-            dev_values.append(self.measure(self.final_run(state, data.dev), data.dev) if data.dev else None)
-            if score_test:
-                test_run = self.final_run(state, data.test)
-                self._extra_runs.append((system.name, f"alpha={alpha:g}", test_run))
-            test_values.append(self.measure(test_run, data.test) if score_test else None)
-        chooser = dev_values if system.select_on == "dev" else test_values
+        splits = {"dev": data.dev, "test": data.test if score_test else None}
+        states = [ModelState.merged(alpha, system.layers, system.mode) for alpha in system.alphas]
+        values: dict[str, dict[str, list[float | None]]] = {v: {"dev": [], "test": []} for v in variants}
+        for alpha, state in zip(system.alphas, states, strict=True):
+            for role, split in splits.items():
+                runs = self._variant_runs(state, split) if split is not None else {}
+                for variant in variants:
+                    run = runs.get(variant)
+                    values[variant][role].append(None if split is None else self.measure(run, split))
+                    if run is not None:
+                        self._write_run(role, variant, system.name, f"alpha={alpha:g}", run)
+        chooser = values[reported]["dev" if system.select_on == "dev" else "test"]
         best_i = max(range(len(system.alphas)), key=lambda i: (chooser[i], -i))  # first best on ties
-        best = system.alphas[best_i]
-        state = ModelState.merged(best, system.layers, system.mode)
-        run = self.final_run(state, data.test)
-        if not score_test:
-            test_values[best_i] = self.measure(run, data.test)
+        state = states[best_i]
+        if not score_test:  # the test split at the chosen α only
+            for variant, run in self._variant_runs(state, data.test).items():
+                values[variant]["test"][best_i] = self.measure(run, data.test)
+        first: dict[str, Any] = {"name": self._first_stage_name(), "dev": None, "test": None}
+        ranker: dict[str, dict[str, float | None]] = {v: {"dev": None, "test": None} for v in variants}
+        for role, split in splits.items():
+            if split is None:
+                continue
+            first[role] = self.measure(self.first_stage(split), split)
+            for variant, run in self._variant_runs(ModelState("ranker"), split).items():
+                ranker[variant][role] = self.measure(run, split)
+        by_variant = {
+            variant: {
+                "dev": values[variant]["dev"] if data.dev is not None else None,
+                "test": values[variant]["test"],
+                "ranker": ranker[variant],
+            }
+            for variant in variants
+        }
         weights, source = self.weights(state)
         sweep = {
             "alphas": list(system.alphas),
-            "dev": dev_values if data.dev is not None else None,
-            "test": test_values,
-            "best_alpha": best,
+            "dev": by_variant[reported]["dev"],
+            "test": by_variant[reported]["test"],
+            "best_alpha": system.alphas[best_i],
             "select_on": system.select_on,
             "weights": list(weights) if weights else None,
             "weights_source": source,
+            "weights_text": self._weights_words(weights),
+            "ranker": ranker[reported],
+            "first_stage": first,
+            "reported_variant": reported,
+            "variants": by_variant,
         }
-        return sweep, run, state
+        return sweep, state
 
     def _ablation(self, system: AblationSystem) -> dict[str, Any]:
+        """Every layer's 'only'/'except' variant on test, both variants, with the ranker, the
+        all-layer merge and the first stage as references."""
         test = self.data.test
+        variants = self._variants()
+        reported = self._reported_variant()
         ranker = ModelState("ranker")
         full = ModelState.merged(system.alpha)
         weights, _ = self.weights(full)  # every variant is fused with the all-layer merge's weights
@@ -592,26 +709,41 @@ class Experiment:
 
         first = top_k(self.first_stage(test), self.config.scoring.top_k)
         layers = ablation_layers(system, self.ckpts.depth)
-        result: dict[str, Any] = {
-            "alpha": system.alpha,
-            "layers": layers,
-            "ranker": self.measure(self.final_run(ranker, test), test),
-            "full": self.measure(self.final_run(full, test), test),
-            "weights": list(weights) if weights else None,
-        }
+        scores: dict[str, dict[str, Any]] = {v: {} for v in variants}
+        for key, state in (("ranker", ranker), ("full", full)):
+            for variant, run in self._variant_runs(state, test).items():
+                scores[variant][key] = self.measure(run, test)
         for mode in ("only", "except"):
             if mode not in system.modes:
                 continue
-            values = []
+            for variant in variants:
+                scores[variant][mode] = []
             for layer in layers:
                 model_run = self.rerank(ModelState.merged(system.alpha, [layer], mode), test)
-                run = fuse(first, model_run, weights=weights) if weights else model_run
-                self._extra_runs.append((system.name, f"{mode}-layer-{layer}", run))
-                values.append(self.measure(run, test))
-            result[mode] = values
-        return result
+                runs = {"model": model_run}
+                if weights:
+                    runs["fused"] = fuse(first, model_run, weights=weights)
+                for variant, run in runs.items():
+                    self._write_run("test", variant, system.name, f"{mode}-layer-{layer}", run)
+                    scores[variant][mode].append(self.measure(run, test))
+        return {
+            "alpha": system.alpha,
+            "layers": layers,
+            "split": test.label,
+            **scores[reported],
+            "first_stage": {
+                "name": self._first_stage_name(),
+                "value": self.measure(self.first_stage(test), test),
+            },
+            "weights": list(weights) if weights else None,
+            "weights_text": self._weights_words(weights),
+            "reported_variant": reported,
+            "variants": scores,
+        }
 
     def _significance(self, runs: dict[str, Run]) -> dict[str, Any]:
+        """The paired tests of the table's runs: settings, every test with raw and corrected
+        p-values (``tests``), and the marks the table shows (``marks``)."""
         from ..evaluation import compare
 
         sig = self.config.significance
@@ -620,10 +752,14 @@ class Experiment:
             "test": sig.test,
             "p_value": sig.p_value,
             "correction": sig.correction,
-            "marks": {},
+            "baselines": baselines,
+            "family": None,
+            "num_comparisons": 0,
+            "tests": [],
+            "marks": {s: {m: {"better": [], "worse": []} for m in self.config.metrics} for s in runs},
         }
-        if not baselines or not [name for name in runs if name not in baselines]:
-            return info  # nothing to test against the baselines
+        if not baselines or len(runs) < 2:
+            return info  # no pair to test: no baseline, or a single system
         comparison = compare(
             runs,
             self.data.test.qrels,
@@ -634,6 +770,10 @@ class Experiment:
             correction=sig.correction,
             seed=self.config.seed,
         )
+        by_key = {_canonical(m): m for m in self.config.metrics}
+        info["family"] = comparison.family()
+        info["num_comparisons"] = comparison.num_comparisons
+        info["tests"] = [{**t.to_dict(), "metric": by_key[t.metric]} for t in comparison.tests]
         info["marks"] = significance_marks(comparison, list(runs), baselines, self.config.metrics)
         return info
 
@@ -644,9 +784,10 @@ def _canonical(metric: str) -> str:
     return canonical_metric(metric)
 
 
-def _unique_slugs(names: list[str]) -> dict[str, str]:
+def _unique_slugs(names: list[str], reserved: set[str] | None = None) -> dict[str, str]:
+    """A distinct file name per system name (case-insensitively), none of them in ``reserved``."""
     out: dict[str, str] = {}
-    used: set[str] = set()
+    used: set[str] = {r.lower() for r in reserved or ()}
     for name in names:
         base = slug(name)
         candidate, i = base, 2
@@ -661,15 +802,19 @@ def significance_marks(
     comparison: Any, systems: list[str], baselines: list[str], metrics: list[str]
 ) -> dict[str, Any]:
     """``{system: {metric: {"better": [baselines], "worse": [baselines]}}}`` from a
-    :class:`taskrank.evaluation.Comparison` (its significant paired tests)."""
+    :class:`taskrank.evaluation.Comparison` (its significant paired tests).
+
+    A test between two baselines marks both rows (one ``better``, the other ``worse``), so a
+    baseline row carries its results against the other baselines like any other row."""
     marks: dict[str, Any] = {s: {m: {"better": [], "worse": []} for m in metrics} for s in systems}
     by_key = {_canonical(m): m for m in metrics}
     for test in comparison.tests:
         metric = by_key.get(test.metric)
-        if metric is None or test.winner is None or test.baseline not in baselines:
+        if metric is None or test.winner is None:
             continue
-        entry = marks[test.system][metric]
-        entry["better" if test.winner == test.system else "worse"].append(test.baseline)
+        for row, other in ((test.system, test.baseline), (test.baseline, test.system)):
+            if other in baselines and row in marks:
+                marks[row][metric]["better" if test.winner == row else "worse"].append(other)
     for per_metric in marks.values():
         for entry in per_metric.values():
             entry["better"] = [b for b in baselines if b in entry["better"]]

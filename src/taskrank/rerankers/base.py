@@ -315,6 +315,8 @@ class Reranker:
     options: ClassVar[dict[str, Any]] = {}
     #: What the family expects, for error messages.
     expects: ClassVar[str] = ""
+    #: What is being scored, added to the progress bar's family name (set by :meth:`rerank`).
+    _bar_label: str | None = None
 
     def __init__(
         self,
@@ -385,6 +387,8 @@ class Reranker:
         """
         pads = self.pad_values()
         non_blocking = self.device.type == "cuda"
+        if self._bar_label:
+            description = f"{description} · {self._bar_label}"
         with progress_bar(len(packed), description, progress) as advance:
             for rows in plan_batches(packed.lengths, self.batch_size, self.max_tokens):
                 padded = packed.pad(rows, pads, left=left, multiple=self.pad_to_multiple_of)
@@ -454,13 +458,15 @@ class Reranker:
         queries: Queries,
         top_k: int = 100,
         progress: bool = True,
+        label: str | None = None,
     ) -> Run:
         """Re-score the ``top_k`` first-stage candidates of each query; returns a new run.
 
         ``candidates`` maps query id → document id → first-stage score; the ``top_k``
         best-scored documents of each query (ranked as trec_eval ranks them) are scored with
         the model on ``title + " " + text``. Every id is checked before any scoring starts
-        (:func:`select_candidates`).
+        (:func:`select_candidates`). ``label`` names what is scored on the progress bar, after
+        the family (``monoT5 · TA α=0.5 · dev``), where many passes of one model follow each other.
 
         Example::
 
@@ -470,7 +476,11 @@ class Reranker:
         run: dict[str, dict[str, float]] = {qid: {} for qid in candidates}
         if not selected:
             return run
-        scores = self._score([queries[q] for q, _ in selected], [texts[d] for _, d in selected], progress)
+        self._bar_label = label
+        try:
+            scores = self._score([queries[q] for q, _ in selected], [texts[d] for _, d in selected], progress)
+        finally:
+            self._bar_label = None
         for (qid, did), value in zip(selected, scores.tolist(), strict=True):
             run[qid][did] = value
         return run
@@ -493,7 +503,8 @@ def select_candidates(
 
         pairs, texts = select_candidates({"q1": {"d1": 2.0}}, corpus, queries, top_k=100)
     """
-    from ..data import doc_text, ranked
+    from ..data import doc_text
+    from ..data import top_k as cut
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"top_k must be at least 1, got {top_k!r}")
@@ -505,7 +516,7 @@ def select_candidates(
     empty_queries = [qid for qid in candidates if not str(queries[qid]).strip()]
     if empty_queries:
         raise DataError(f"empty query text for query id(s) {_few(empty_queries)}")
-    selected = [(qid, did) for qid, docs in candidates.items() for did, _ in ranked(docs)[:top_k]]
+    selected = [(qid, did) for qid, docs in cut(candidates, top_k).items() for did in docs]
     missing_docs = sorted({did for _, did in selected if did not in corpus})
     if missing_docs:
         raise DataError(
