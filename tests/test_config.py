@@ -189,6 +189,12 @@ def test_baselines_must_name_systems():
     assert "unknown systems ['BM52']" in error_of(cfg(significance={"baselines": ["BM52"]}))
 
 
+def test_a_layer_ablation_cannot_be_a_baseline():
+    systems = [*BASE["systems"], {"name": "layers", "type": "ablation", "alpha": 0.5, "layers": [0]}]
+    message = error_of(cfg(systems=systems, significance={"baselines": ["BM25", "layers"]}))
+    assert "layer ablation 'layers'" in message and "no row" in message
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [

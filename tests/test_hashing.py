@@ -68,31 +68,27 @@ def test_a_changed_file_is_hashed_again(weights: Path, monkeypatch) -> None:
     assert second == plain_sha256(weights) != first
 
 
+def _replace_same_size_and_mtime(weights: Path) -> None:
+    """Rename a new file over ``weights``: one byte differs, the size and mtime are the old ones."""
+    stat = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    incoming = weights.with_name("incoming.tmp")
+    incoming.write_bytes(bytes(data))
+    os.utime(incoming, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(incoming, weights)
+
+
 def test_a_file_replaced_with_the_same_size_and_mtime_is_hashed_again(weights: Path, monkeypatch) -> None:
     """``rsync -t`` or a restored backup: a new file (new inode) renamed over the old one, with
     the old size and modification time."""
     first = hashing.sha256_file(weights)
     stat = weights.stat()
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF
-    incoming = weights.with_name("incoming.tmp")
-    incoming.write_bytes(bytes(data))
-    os.utime(incoming, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    os.replace(incoming, weights)
+    _replace_same_size_and_mtime(weights)
     assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
     assert hashing.sha256_file(weights) == plain_sha256(weights) != first  # this process
     monkeypatch.setattr(hashing, "_DONE", {})
     assert hashing.sha256_file(weights) == plain_sha256(weights)  # a new one, with the disk store
-
-
-def _replace_same_size_and_mtime(weights: Path) -> None:
-    stat = weights.stat()
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF
-    incoming = weights.with_name("incoming.tmp")
-    incoming.write_bytes(bytes(data))
-    os.utime(incoming, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    os.replace(incoming, weights)
 
 
 def test_a_file_replaced_while_a_merge_reads_it_gets_no_mixed_hash(weights: Path, monkeypatch) -> None:

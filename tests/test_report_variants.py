@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from _data_fixtures import make_beir
 from taskrank import report as report_module
 from taskrank.config import parse_config
 from taskrank.experiment import Experiment, run_experiment
@@ -66,21 +67,15 @@ SYSTEMS = [
 
 
 def write_beir(root: Path) -> Path:
-    root.mkdir(parents=True)
-    (root / "qrels").mkdir()
-    with open(root / "corpus.jsonl", "w") as handle:
-        for did in ("d1", "d2", "d3", "d4"):
-            handle.write(json.dumps({"_id": did, "title": "", "text": f"document {did}"}) + "\n")
-    with open(root / "queries.jsonl", "w") as handle:
-        for qid in ("q1", "q2", "q3", "q4"):
-            handle.write(json.dumps({"_id": qid, "text": f"query {qid}"}) + "\n")
-    for split, rows in QRELS.items():
-        with open(root / "qrels" / f"{split}.tsv", "w") as handle:
-            handle.write("query-id\tcorpus-id\tscore\n")
-            for qid, judged in rows.items():
-                for did, grade in judged.items():
-                    handle.write(f"{qid}\t{did}\t{grade}\n")
-    return root
+    return make_beir(
+        root,
+        docs={did: ("", f"document {did}") for did in ("d1", "d2", "d3", "d4")},
+        queries={qid: f"query {qid}" for qid in ("q1", "q2", "q3", "q4")},
+        qrels={
+            split: [(qid, did, grade) for qid, judged in rows.items() for did, grade in judged.items()]
+            for split, rows in QRELS.items()
+        },
+    )
 
 
 @pytest.fixture

@@ -486,6 +486,14 @@ class ExperimentConfig(_Strict):
                 raise ValueError(
                     f"significance.baselines names unknown systems {unknown}; known: {list(seen)}"
                 )
+            ablations = [s.name for s in self.systems if isinstance(s, AblationSystem)]
+            rowless = [b for b in self.significance.baselines if b in ablations]
+            if rowless:
+                raise ValueError(
+                    f"significance.baselines names the layer ablation {rowless[0]!r}, which has no row "
+                    "in the table to test against; choose a first-stage, ranker, domain, merge or sweep "
+                    "system"
+                )
         return self
 
     # -- helpers
