@@ -99,6 +99,9 @@ def test_first_demo_names_every_long_step_compiles_nothing_and_writes_no_noise(t
     bars = [re.sub(r" ━.*", "", line) for _, line in lines if line.startswith("monoT5 ·")]
     assert len(bars) == len(set(bars)) > 2, bars
     assert "monoT5 · TA α=0.5 · test split" in bars and "monoT5 · domain model · test split" in bars
+    # a system whose name is not its model state's is named too (the sweep, the ablation)
+    assert any(bar.startswith("monoT5 · TA dev-tuned α: TA α=") for bar in bars), bars
+    assert "monoT5 · layer ablation: TA α=0.5, only layers 1 · test split" in bars, bars
     assert json.loads((out / "results" / "environment.json").read_text())["threads"] == 1
 
 

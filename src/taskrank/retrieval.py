@@ -226,12 +226,12 @@ class BM25Index:
         # One more than k: a tie at the cutoff shows as a (k+1)-th score equal to the k-th. bm25s
         # breaks such ties its own way, so those queries are fetched deeper until the tie ends,
         # and the cut is taskrank's one top-k, in trec_eval's order (taskrank.data.top_k).
-        pending, depth = list(range(len(active))), min(k + 1, n_docs)
+        pending, depth, first = list(range(len(active))), min(k + 1, n_docs), True
         while pending:
             docs, scores = self.retriever.retrieve(
                 [[t for t in tokens[active[r]] if t in vocab and t] for r in pending],
                 k=depth,
-                show_progress=progress,
+                show_progress=progress and first,  # one bar: the deeper passes are short
                 n_threads=0,
                 backend_selection="numpy",  # the same top-k everywhere, and never on the GPU
             )
@@ -246,7 +246,7 @@ class BM25Index:
                     zip(ids[docs[row][keep]].tolist(), row_scores[keep].astype(float).tolist(), strict=True)
                 )
                 run[qids[active[r]]] = top_k({"q": found}, k)["q"]
-            pending, depth = tied, min(2 * depth, n_docs)
+            pending, depth, first = tied, min(2 * depth, n_docs), False
         return run
 
 

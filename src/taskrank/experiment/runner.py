@@ -133,6 +133,7 @@ class Experiment:
         self._ckpts: Checkpoints | None = None
         self._device: Any = None
         self._scoring: Scoring | None = None
+        self._scoring_for: str | None = None  # the system being computed, for the progress bars
         self._slugs: dict[str, str] = {}  # system name → file name, set by _compute
 
     # -- preparation (no heavy work) -----------------------------------------------------
@@ -298,7 +299,12 @@ class Experiment:
             self._pool = ModelPool(self.config, self.ckpts, self.scoring, self._device, self.progress)
         # the bar says what it scores: many passes of one model follow each other in a run
         model = {"ranker": "ranker", "domain": "domain model"}.get(state.role, f"TA {state.label()}")
-        label = f"{model} · {split.role} split"
+        system = self._scoring_for
+        label = (
+            f"{system}: {model} · {split.role} split"
+            if system and system != model
+            else f"{model} · {split.role} split"
+        )
         with torch_threads(resolve_threads(self.config.scoring.threads)):
             reranker = self._pool.reranker(state)  # the merge of a new α runs on these threads too
             log.info("re-ranking %s queries with %s", split.role, state.label())
@@ -442,6 +448,7 @@ class Experiment:
         # the domain model first, so it is released before the ranker is loaded
         for system in config.systems:
             if isinstance(system, DomainSystem):
+                self._scoring_for = system.name
                 self.final_run(ModelState("domain"), test)
         if self._pool is not None:
             self._pool.release_domain()
@@ -457,6 +464,7 @@ class Experiment:
         ablations: dict[str, Any] = {}
         fusion_used: dict[str, Any] = {}
         for system in config.systems:
+            self._scoring_for = system.name  # named on the progress bars of what it scores
             details = ""
             state: ModelState | None = None
             if isinstance(system, FirstStageSystem):
