@@ -189,6 +189,10 @@ def test_baselines_must_name_systems():
     assert "unknown systems ['BM52']" in error_of(cfg(significance={"baselines": ["BM52"]}))
 
 
+def test_a_baseline_named_twice_is_refused():
+    assert "names 'BM25' twice" in error_of(cfg(significance={"baselines": ["BM25", "ranker", "BM25"]}))
+
+
 def test_a_layer_ablation_cannot_be_a_baseline():
     systems = [*BASE["systems"], {"name": "layers", "type": "ablation", "alpha": 0.5, "layers": [0]}]
     message = error_of(cfg(systems=systems, significance={"baselines": ["BM25", "layers"]}))

@@ -130,6 +130,31 @@ def test_an_output_in_a_read_only_folder(name, monkeypatch, capsys, tmp_path, be
         folder.chmod(0o755)
 
 
+def test_the_demo_resumes_into_a_writable_folder_whose_parent_is_read_only(monkeypatch, tmp_path):
+    """The demo writes inside its --out folder, so that folder, not its parent, must take new
+    entries (say /scratch/$USER under a read-only /scratch). Root ignores permission bits, so
+    the read-only parent is played by mkdtemp refusing it."""
+    import tempfile
+
+    from taskrank.cli import check_output
+
+    parent = tmp_path / "read-only"
+    out = parent / "demo"
+    out.mkdir(parents=True)
+    made = tempfile.mkdtemp
+
+    def mkdtemp(*args, dir=None, **kwargs):
+        if Path(dir) == parent:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(parent))
+        return made(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    check_output(out, False, folder=True, existing_ok=True)  # resumed into: accepted
+    assert list(out.iterdir()) == []  # the probe is gone
+    with pytest.raises(ConfigError, match="nothing can be created in"):
+        check_output(parent / "new", False, folder=True, existing_ok=True)  # made in the parent
+
+
 def test_fuse_out_is_a_folder(monkeypatch, capsys, tmp_path, runs):
     folder = tmp_path / "runs"
     (folder / "keep").mkdir(parents=True)
@@ -137,6 +162,19 @@ def test_fuse_out_is_a_folder(monkeypatch, capsys, tmp_path, runs):
         code, _, err = taskrank(monkeypatch, capsys, "fuse", runs, runs, "-o", folder, *extra)
         assert "is a folder" in assert_one_line_error(code, err, folder)
     assert (folder / "keep").is_dir()
+
+
+def test_a_full_disk_met_through_an_open_file_names_the_output(monkeypatch, capsys, tmp_path, runs):
+    """A write or sync through an open file fails without a file name: the output is named."""
+    out = tmp_path / "fused.trec"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("taskrank.atomic.os.fsync", full)
+    code, _, err = taskrank(monkeypatch, capsys, "fuse", runs, runs, "-o", out)
+    assert os.strerror(errno.ENOSPC) in assert_one_line_error(code, err, out)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".fused")] == []
 
 
 def test_a_full_disk_or_any_os_error_is_one_line_naming_the_path(monkeypatch, capsys, tmp_path, runs):
@@ -401,3 +439,18 @@ def test_the_readme_states_the_exit_statuses():
     for status in ("`0`", "`1`", "`2`", "`130`"):
         assert status in section.split("\n## ")[0], status
     assert BUG_LINE in readme
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.parametrize("name", ["fuse", "retrieve", "rerank", "evaluate"])
+def test_a_file_output_that_is_a_pipe_or_device_is_refused_even_with_overwrite(
+    name, monkeypatch, capsys, tmp_path, beir, runs, bert_trio
+):
+    # the output is renamed into place: run as root, "-o /dev/null --overwrite" replaced /dev/null
+    # with a run file. A named pipe stands for the device here, where replacing it harms nothing.
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    args = command_writing(name, pipe, tmp_path, beir, runs, bert_trio)
+    code, _, err = taskrank(monkeypatch, capsys, *args, "--overwrite")
+    assert "is not a regular file" in assert_one_line_error(code, err, pipe)
+    assert pipe.is_fifo()

@@ -394,6 +394,19 @@ def test_dry_run_plans_without_scoring(tmp_path, tiny_data, t5_trio, monkeypatch
     assert "to run  first-stage bm25 test" in text
 
 
+def test_dry_run_lists_the_dev_first_stage_only_when_dev_is_scored(tmp_path, tiny_data, t5_trio):
+    systems = [{"name": "BM25", "type": "first-stage"}, {"name": "ranker", "type": "ranker"}]
+    config = make_config(tiny_data, t5_trio, tmp_path / "out", systems=systems, fusion={"method": "fixed"})
+    text = plan_experiment(config)
+    assert "first-stage bm25 test" in text and "first-stage bm25 dev" not in text  # nothing uses dev
+    assert "total: 2 step(s) to run" in text
+    run_experiment(config, progress=False)
+    assert len(list((config.cache_path() / "first-stage").glob("*.json"))) == 1  # test only, as planned
+    assert "total: 0 step(s) to run" in plan_experiment(config)
+    tuned = make_config(tiny_data, t5_trio, tmp_path / "tuned", systems=systems)
+    assert "first-stage bm25 dev" in plan_experiment(tuned)  # the fusion weights are tuned on dev
+
+
 def test_sweep_without_test_plot_scores_test_at_the_chosen_alpha_only(
     tmp_path, tiny_data, t5_trio, monkeypatch
 ):

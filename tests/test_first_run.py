@@ -153,6 +153,7 @@ def fake_cgroups(tmp_path, monkeypatch):
     monkeypatch.setattr(threads_module, "PROC_CGROUP", proc)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads_module, "_IGNORED", set())  # each test sees its own warnings
     return root, proc
 
 
@@ -205,6 +206,21 @@ def test_resolve_threads_explicit_environment_and_refusals(fake_cgroups, monkeyp
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ConfigError, match=r"threads must be an integer >= 1"):
             resolve_threads(bad)  # type: ignore[arg-type]
+
+
+def test_omp_num_threads_garbage_is_ignored_once_and_never_crashes(fake_cgroups, monkeypatch, caplog):
+    root, _ = fake_cgroups
+    (root / "cpu.max").write_text("200000 100000\n")
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # OpenMP's nested form: the outer level counts
+    assert resolve_threads(None) == 4
+    for garbage in ("\u00b2", "\u0663", "0", "-1", "1.5", ",", "2 3"):  # "²" and "٣" pass str.isdigit
+        monkeypatch.setenv("OMP_NUM_THREADS", garbage)
+        assert resolve_threads(None) == 2, garbage
+    caplog.clear()
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    for _ in range(5):  # a run resolves the threads at every scoring pass
+        assert resolve_threads(None) == 2
+    assert caplog.text.count("ignoring OMP_NUM_THREADS='many'") == 1
 
 
 # --------------------------------------------------------------------------- item 12: applied

@@ -128,6 +128,61 @@ def test_a_killed_run_knows_what_it_wrote(tmp_path, tiny_data, t5_trio, monkeypa
     assert "runs/test/first.trec" not in results_files(out)
 
 
+def test_a_resumed_run_keeps_the_files_a_user_added(tmp_path, tiny_data, t5_trio, monkeypatch):
+    """A run killed before its report, resumed after the user put files in its folder: files
+    elsewhere are left alone, and one at a path the run writes is refused, not replaced."""
+    out = tmp_path / "out"
+    config = make_config(tiny_data, t5_trio, out, systems=BM25_ONLY)
+    import taskrank.report
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the report")
+
+    monkeypatch.setattr(taskrank.report, "write_report", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, progress=False)
+    monkeypatch.undo()
+    (out / "notes.txt").write_text("my notes\n")
+    (out / "report.md").write_text("my own report\n")
+    with pytest.raises(ConfigError, match=rf"{out / 'report.md'} is not a file taskrank wrote there"):
+        run_experiment(config, progress=False)
+    assert (out / "report.md").read_text() == "my own report\n"
+    (out / "report.md").rename(tmp_path / "my-report.md")
+    assert run_experiment(config, progress=False).stats["status"] == "resume"
+    assert (out / "notes.txt").read_text() == "my notes\n"
+    assert "notes.txt" not in manifest(out) and "report.md" in manifest(out)
+
+
+@pytest.mark.parametrize("link", [False, True], ids=["subfolder", "link to elsewhere"])
+def test_a_cache_dir_inside_the_output_is_bookkeeping(tmp_path, tiny_data, t5_trio, link):
+    """A ``cache_dir`` in the results folder under another name than ``cache`` (a subfolder, or
+    a link to a folder elsewhere) is neither listed in the manifest nor deleted by --overwrite,
+    and blocks neither a first run nor --overwrite."""
+    out = tmp_path / "out"
+    cache = out / "work" / "steps"
+    real = cache
+    if link:
+        real = tmp_path / "fast-disk" / "steps"
+        real.mkdir(parents=True)
+        cache.parent.mkdir(parents=True)
+        cache.symlink_to(real)
+    first = make_config(tiny_data, t5_trio, out, systems=BM25_ONLY, cache_dir=str(cache))
+    run_experiment(first, progress=False)
+    assert manifest(out) == {p for p in results_files(out) if not p.startswith("work/")}
+    cache_before = snapshot(real)
+    assert any(p.startswith("bm25-index/") for p in cache_before) and any(
+        p.startswith("first-stage/") for p in cache_before
+    )
+    systems = [{"name": "second", "type": "first-stage"}]
+    other = make_config(tiny_data, t5_trio, out, systems=systems, cache_dir=str(cache))
+    assert run_experiment(other, overwrite=True, progress=False).stats["status"] == "overwrite"
+    cache_after = snapshot(real)
+    assert {k: cache_after[k] for k in cache_before} == cache_before, "the step cache was touched"
+    same = make_config(tiny_data, t5_trio, out, systems=BM25_ONLY, cache_dir=str(out))
+    with pytest.raises(ConfigError, match=r"cache_dir .* is the output folder itself"):
+        run_experiment(same, overwrite=True, progress=False)
+
+
 def test_a_folder_of_an_older_version_is_not_cleared(tmp_path, tiny_data, t5_trio):
     out = tmp_path / "out"
     (out / "runs").mkdir(parents=True)
@@ -191,6 +246,17 @@ def test_overwrite_replaces_an_output_that_appears_meanwhile(tmp_path, rename_pa
         (out / "theirs.txt").write_text("theirs")
     assert snapshot(out) == {"mine.txt": b"mine"}
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", [".", "..", "/"])
+def test_the_current_folder_its_parent_or_the_root_is_no_output(tmp_path, monkeypatch, name):
+    """Even with overwrite: a one-line refusal, not a traceback, and nothing swapped or left behind."""
+    monkeypatch.chdir(tmp_path / ".." if name == ".." else tmp_path)
+    before = sorted(os.listdir())
+    refusal = f"output {re.escape(name)} is not a folder of its own"
+    with pytest.raises(TaskrankError, match=refusal), atomic_dir(name, overwrite=True):
+        pass
+    assert sorted(os.listdir()) == before
 
 
 def test_two_merges_into_one_output_keep_the_first_finished(tmp_path, t5_trio, monkeypatch):

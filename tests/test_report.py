@@ -135,6 +135,16 @@ def test_latex_table():
     assert "TA & 0.612$^{ab}$ & 0.210 \\\\" in tex
 
 
+def test_latex_escapes_every_special_character_of_a_name():
+    data = results()
+    data["systems"][2]["name"] = "TA α=0.7 \\ ~run_1 ^2"
+    row = next(line for line in results_latex(data).splitlines() if line.startswith("TA"))
+    # a backslash is \textbackslash{}, not "\\" (a LaTeX line break); ~ and ^ are not active
+    assert row.startswith(
+        "TA $\\alpha$=0.7 \\textbackslash{} \\textasciitilde{}run\\_1 \\textasciicircum{}2 & "
+    )
+
+
 def test_plots_are_pngs(tmp_path):
     data = results()
     sweep = plot_alpha_sweep(data["sweeps"]["TA"], tmp_path / "a.png")

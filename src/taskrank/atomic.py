@@ -218,6 +218,8 @@ def _announce(final: Path) -> None:
 def check_output_dir(out: str | os.PathLike[str], overwrite: bool) -> Path:
     """Refuse an existing output directory unless ``overwrite`` is set."""
     path = Path(out)
+    if path.name in ("", ".", ".."):  # the current folder, its parent or the root: never replaced
+        raise TaskrankError(f"output {path} is not a folder of its own: name a new folder, e.g. {path}/out")
     if path.exists() and not overwrite:
         raise TaskrankError(f"output {path} already exists; pass --overwrite (overwrite=True) to replace it")
     if path.exists() and not path.is_dir():
@@ -257,6 +259,13 @@ def _install(tmp: Path, final: Path, overwrite: bool) -> None:
     _remove(old)
 
 
+def _name_output(exc: BaseException, final: Path) -> None:
+    """A write through an open file fails without a file name (a full disk: ENOSPC, EDQUOT,
+    EIO): name the output it was for, so the one-line error says which."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(final)
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary directory that becomes ``out`` when the block succeeds.
@@ -275,8 +284,9 @@ def atomic_dir(out: str | os.PathLike[str], *, overwrite: bool = False) -> Itera
         yield tmp
         _announce(final)
         _install(tmp, final, overwrite)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _name_output(exc, final)
         raise
 
 
@@ -303,8 +313,9 @@ def atomic_file(
                 os.fsync(handle.fileno())
         _announce(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _name_output(exc, final)
         raise
 
 

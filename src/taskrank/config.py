@@ -486,6 +486,11 @@ class ExperimentConfig(_Strict):
                 raise ValueError(
                     f"significance.baselines names unknown systems {unknown}; known: {list(seen)}"
                 )
+            repeated = sorted(
+                {b for b in self.significance.baselines if self.significance.baselines.count(b) > 1}
+            )
+            if repeated:
+                raise ValueError(f"significance.baselines names {repeated[0]!r} twice")
             ablations = [s.name for s in self.systems if isinstance(s, AblationSystem)]
             rowless = [b for b in self.significance.baselines if b in ablations]
             if rowless:

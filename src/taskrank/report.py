@@ -217,29 +217,26 @@ def results_latex(results: Mapping[str, Any], *, digits: int = 3) -> str:
     groups = table_variants(results)
     columns = _columns(results)
 
-    def esc(text: str) -> str:
-        for char in "\\&%$#_{}":
-            text = text.replace(char, "\\" + char)
-        return text.replace("α", "$\\alpha$")
-
     lines = ["\\begin{tabular}{l" + "r" * len(columns) + "}", "\\toprule"]
     if groups != [None]:
         width = len(metrics)
         lines.append(
             " & "
-            + " & ".join(f"\\multicolumn{{{width}}}{{c}}{{{esc(variant_label(results, v))}}}" for v in groups)
+            + " & ".join(
+                f"\\multicolumn{{{width}}}{{c}}{{{_latex_escape(variant_label(results, v))}}}" for v in groups
+            )
             + " \\\\"
         )
         lines.append(
             "".join(f"\\cmidrule(lr){{{2 + i * width}-{1 + (i + 1) * width}}}" for i in range(len(groups)))
         )
     lines += [
-        "System & " + " & ".join(esc(metric_label(m)) for _, m in columns) + " \\\\",
+        "System & " + " & ".join(_latex_escape(metric_label(m)) for _, m in columns) + " \\\\",
         "\\midrule",
     ]
     for system in results["systems"]:
         name = system["name"]
-        cells = [esc(name) + (f" ({letters[name]})" if name in letters else "")]
+        cells = [_latex_escape(name) + (f" ({letters[name]})" if name in letters else "")]
         for variant, metric in columns:
             entry = marks.get(name, {}).get(metric, {}) if variant in (None, reported) else {}
             sup = _latex_marks(entry, letters)
@@ -247,6 +244,20 @@ def results_latex(results: Mapping[str, Any], *, digits: int = 3) -> str:
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "<": r"$<$", ">": r"$>$", "α": r"$\alpha$"}  # fmt: skip
+
+
+def _latex_escape(text: str) -> str:
+    """``text`` safe in LaTeX: special characters escaped, α as ``$\\alpha$``.
+
+    >>> print(_latex_escape("TA α=0.5 ~ run_1"))
+    TA $\\alpha$=0.5 \\textasciitilde{} run\\_1
+    """
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
 def _latex_marks(entry: Mapping[str, Any], letters: Mapping[str, str]) -> str:

@@ -110,7 +110,8 @@ def available_cpus() -> int:
 
 def resolve_threads(threads: int | None = None) -> int:
     """The number of torch threads to score with: ``threads`` when given (at least 1), else
-    ``$OMP_NUM_THREADS`` when it holds a positive integer, else :func:`available_cpus`.
+    ``$OMP_NUM_THREADS`` when it holds a positive integer (the first of a nested list such as
+    ``4,2``), else :func:`available_cpus`; an unusable value is ignored with one warning.
 
     >>> resolve_threads(3)
     3
@@ -121,10 +122,17 @@ def resolve_threads(threads: int | None = None) -> int:
         return threads
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env:
-        if env.isdigit() and int(env) >= 1:
-            return int(env)
-        log.warning("ignoring OMP_NUM_THREADS=%r (not a positive integer)", env)
+        # OpenMP's nested form "4,2" sets the outer level first, the one torch's threads use
+        first = env.split(",")[0].strip()
+        if first.isascii() and first.isdigit() and int(first) >= 1:  # not "²", which isdigit() takes
+            return int(first)
+        if env not in _IGNORED:  # once: a run resolves the threads at every scoring pass
+            _IGNORED.add(env)
+            log.warning("ignoring OMP_NUM_THREADS=%r (not a positive integer)", env)
     return available_cpus()
+
+
+_IGNORED: set[str] = set()  # the unusable OMP_NUM_THREADS values already warned about
 
 
 @contextlib.contextmanager

@@ -59,7 +59,10 @@ def needed(exp: Experiment) -> Iterator[tuple[str, ModelState | None, Split | No
 def plan_steps(exp: Experiment) -> list[PlannedStep]:
     """Every cacheable step, whether it is cached, and how many pairs it scores."""
     steps: list[PlannedStep] = []
-    splits = [exp.data.test] + ([exp.data.dev] if exp.data.dev is not None else [])
+    reranks = list(needed(exp))
+    # the dev candidates only when something is scored on dev (fusion tuned there, a sweep)
+    uses_dev = any(split is not None and split.role == "dev" for _, _, split in reranks)
+    splits = [exp.data.test] + ([exp.data.dev] if exp.data.dev is not None and uses_dev else [])
     fs_cached: dict[str, bool] = {}
     for split in splits:
         cached = exp.cache.has("first-stage", exp._fs_key(split))
@@ -67,7 +70,7 @@ def plan_steps(exp: Experiment) -> list[PlannedStep]:
         steps.append(PlannedStep("first-stage", f"{exp.config.first_stage.kind} {split.role}", cached, None))
     seen: set[str] = set()
     top = exp.config.scoring.top_k
-    for name, state, split in needed(exp):
+    for name, state, split in reranks:
         if state is None or split is None:
             steps.append(
                 PlannedStep(

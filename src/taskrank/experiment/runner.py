@@ -34,7 +34,7 @@ from ..errors import ConfigError, DataError
 from ..locking import lock_folder
 from ..threads import resolve_threads, torch_threads
 from .cache import FingerprintMemo, StepCache, digest
-from .folder import EXPERIMENT_FILE, check_output, clear_output, record_outputs
+from .folder import EXPERIMENT_FILE, bookkeeping, check_output, clear_output, record_outputs
 from .models import ModelPool, ModelState, Scoring, resolve_scoring
 from .preflight import (
     Checkpoints,
@@ -387,7 +387,7 @@ class Experiment:
                 remove_stale_temporaries(self.cache.root)
             if status == "overwrite":
                 clear_output(self.config)
-            with record_outputs(self.out):
+            with record_outputs(self.out, bookkeeping(self.config)):
                 yield status
 
     def _start_folder(self) -> None:
