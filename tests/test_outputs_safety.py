@@ -388,6 +388,29 @@ def test_stale_temporaries_of_killed_processes_are_removed(tmp_path, caplog):
     )
 
 
+def test_a_file_output_removes_the_temporary_a_killed_command_left(tmp_path, monkeypatch, capsys, caplog):
+    """``taskrank fuse -o F`` killed mid-write leaves ``.F.tmp-<host>-<pid>-…``; the next command
+    into F removes it and says so; a live process's temporary stays."""
+    if re.sub(r"[^A-Za-z0-9._-]", "_", HOST) != HOST:
+        pytest.skip("a host name with unusual characters")
+    from taskrank.data import write_run
+
+    first = tmp_path / "bm25.trec"
+    write_run({"q1": {"d1": 2.0, "d2": 1.0}}, first)
+    dead = dead_pid()
+    stale = fake_temp(tmp_path, "fused.trec", HOST, dead, folder=False)
+    live = fake_temp(tmp_path, "fused.trec", HOST, os.getpid(), folder=False)
+    with caplog.at_level(logging.WARNING, logger="taskrank.atomic"):
+        code, _, err = cli(
+            monkeypatch, capsys, "fuse", str(first), str(first), "-o", str(tmp_path / "fused.trec")
+        )
+    assert code == 0, err
+    assert not stale.exists() and live.is_file() and (tmp_path / "fused.trec").is_file()
+    assert any(
+        str(stale) in r.getMessage() and f"killed process {dead}" in r.getMessage() for r in caplog.records
+    )
+
+
 def test_a_run_removes_stale_temporaries_in_its_folder_and_cache(tmp_path, tiny_data, t5_trio, caplog):
     if re.sub(r"[^A-Za-z0-9._-]", "_", HOST) != HOST:
         pytest.skip("a host name with unusual characters")

@@ -125,6 +125,12 @@ def check_output(out: Path, overwrite: bool, *, folder: bool = False, existing_o
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(f"cannot write {out}: nothing can be created in {parent} ({reason})") from None
     os.rmdir(probe)
+    if not folder and out.parent.is_dir():
+        # the temporary file a killed command left for this output (atomic_dir does this for
+        # folders itself); removed with a warning naming it
+        from ..atomic import remove_stale_temporaries
+
+        remove_stale_temporaries(out.parent, name=out.name)
 
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
