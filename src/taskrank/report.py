@@ -248,16 +248,26 @@ def results_latex(results: Mapping[str, Any], *, digits: int = 3) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "<": r"$<$", ">": r"$>$", "α": r"$\alpha$"}  # fmt: skip
+                  "<": r"$<$", ">": r"$>$"}  # fmt: skip
+
+
+def latex_escape(text: str) -> str:
+    """``text`` safe in a LaTeX table cell: LaTeX's special characters escaped (every LaTeX
+    table of taskrank, this report's and ``taskrank evaluate --format latex``, uses it).
+
+    >>> print(latex_escape("run_1 ~ 50%"))
+    run\\_1 \\textasciitilde{} 50\\%
+    """
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
 def _latex_escape(text: str) -> str:
-    """``text`` safe in LaTeX: special characters escaped, α as ``$\\alpha$``.
+    """:func:`latex_escape`, with α as ``$\\alpha$`` (system names of this report hold α).
 
     >>> print(_latex_escape("TA α=0.5 ~ run_1"))
     TA $\\alpha$=0.5 \\textasciitilde{} run\\_1
     """
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return latex_escape(text).replace("α", r"$\alpha$")
 
 
 def _latex_marks(entry: Mapping[str, Any], letters: Mapping[str, str]) -> str:

@@ -9,16 +9,11 @@ from pathlib import Path
 import typer
 
 from ..errors import ConfigError, DataError
+from . import check_output  # defined before taskrank.cli imports its command modules
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("markdown", "latex", "json")
-
-
-def _refuse_existing(out: Path, overwrite: bool) -> None:
-    from . import check_output
-
-    check_output(out, overwrite)
 
 
 def _split_list(values: list[str]) -> list[str]:
@@ -57,7 +52,7 @@ def retrieve_command(
     from ..retrieval import BM25Params, get_index
 
     params = BM25Params(language=language, k1=k1, b=b, variant=variant)
-    _refuse_existing(out, overwrite)
+    check_output(out, overwrite)
     if dataset is not None:
         if corpus is not None or queries is not None:
             raise ConfigError("give either --dataset or --corpus/--queries, not both")
@@ -164,7 +159,7 @@ def fuse_command(
         raise ConfigError("--dev-first-stage/--dev-reranker need --dev-qrels")
     if depth is not None and depth < 1:
         raise ConfigError(f"--depth must be >= 1, got {depth}")
-    _refuse_existing(out, overwrite)
+    check_output(out, overwrite)
     first, second = top_k(read_run(first_stage), depth), top_k(read_run(reranker), depth)
     summary: str
     if method == "rrf":
@@ -241,7 +236,7 @@ def evaluate_command(
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     if out is not None:
-        _refuse_existing(out, overwrite)
+        check_output(out, overwrite)
     metrics = _split_list(metric) or list(DEFAULT_METRICS)
     named = _named_runs(runs)
     if qrels.is_dir():

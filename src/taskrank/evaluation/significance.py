@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..report import latex_escape
 from .metrics import DEFAULT_METRICS, RULES, Evaluation, canonical_metric, display_metric, evaluate
 
 logger = logging.getLogger(__name__)
@@ -229,8 +230,8 @@ class Comparison:
                     value = f"\\textbf{{{value}}}"
                 marks = "".join(letters[x] for x in self.beats(s, m))
                 cells.append(value + (f"$^{{{marks}}}$" if marks else ""))
-            rows.append(f"({letters[s]}) & {_latex_escape(s)} & " + " & ".join(cells) + r" \\")
-        legend = " ".join(_latex_escape(n) for n in self.notes())
+            rows.append(f"({letters[s]}) & {latex_escape(s)} & " + " & ".join(cells) + r" \\")
+        legend = " ".join(latex_escape(n) for n in self.notes())
         text = caption + " " + legend if caption else legend
         return "\n".join(
             [
@@ -238,7 +239,7 @@ class Comparison:
                 r"\centering",
                 f"\\begin{{tabular}}{{{cols}}}",
                 r"\toprule",
-                " & System & " + " & ".join(_latex_escape(display_metric(m)) for m in self.metrics) + r" \\",
+                " & System & " + " & ".join(latex_escape(display_metric(m)) for m in self.metrics) + r" \\",
                 r"\midrule",
                 *rows,
                 r"\bottomrule",
@@ -268,15 +269,6 @@ class Comparison:
             "empty_queries": {s: len(self.evaluations[s].empty) for s in self.systems},
             "notes": self.notes(),
         }
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "<": r"$<$", ">": r"$>$"}  # fmt: skip
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
 def comparison_pairs(systems: Sequence[str], baselines: Sequence[str]) -> list[tuple[str, str]]:

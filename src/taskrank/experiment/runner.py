@@ -134,6 +134,7 @@ class Experiment:
         self._device: Any = None
         self._scoring: Scoring | None = None
         self._scoring_for: str | None = None  # the system being computed, for the progress bars
+        self._threads = 1  # torch's intra-op threads while scoring, resolved by prepare()
         self._slugs: dict[str, str] = {}  # system name → file name, set by _compute
 
     # -- preparation (no heavy work) -----------------------------------------------------
@@ -148,6 +149,7 @@ class Experiment:
         self._ckpts = resolve_checkpoints(self.config, self.memo, download=download)
         self._device = resolve_device(self.config.scoring.device)
         self._scoring = resolve_scoring(self.config, self._ckpts)
+        self._threads = resolve_threads(self.config.scoring.threads)  # once: cgroup files read once
         for i, system in enumerate(self.config.systems):
             if isinstance(system, AblationSystem):
                 ablation_layers(system, self._ckpts.depth)  # unknown depth: an error now, not later
@@ -305,7 +307,7 @@ class Experiment:
             if system and system != model
             else f"{model} · {split.role} split"
         )
-        with torch_threads(resolve_threads(self.config.scoring.threads)):
+        with torch_threads(self._threads):
             reranker = self._pool.reranker(state)  # the merge of a new α runs on these threads too
             log.info("re-ranking %s queries with %s", split.role, state.label())
             top = self.config.scoring.top_k
@@ -423,7 +425,7 @@ class Experiment:
             "dtype": self.config.scoring.dtype or "float32",
             "seed": self.config.seed,
             # torch's intra-op threads while scoring (scoring.threads, else the cores this process may use)
-            "threads": resolve_threads(self.config.scoring.threads),
+            "threads": self._threads,
         }
         write_json(self.out / "environment.json", results["environment"])
         write_json(self.out / "results.json", results)
