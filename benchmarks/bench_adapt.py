@@ -26,8 +26,8 @@ import torch
 from safetensors.torch import load_file
 
 from taskrank.adapt import adapt
+from taskrank.adapt.training import train_ranker
 from taskrank.tiny import build_tiny
-from taskrank.training import train_ranker
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCABULARY = (

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_merge import ROOT, build, evict
 from taskrank.arithmetic.merging import SPAN, _spans
 from taskrank.checkpoints import hashing
-from taskrank.checkpoints.formats import BufferPool, _read_entry, _read_safetensors_header
+from taskrank.checkpoints.safetensors_io import BufferPool, _read_entry, _read_safetensors_header
 
 
 def cpu_seconds() -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +15,9 @@ from taskrank.demo import DEMO_DATA, QUICK, DemoSettings, demo_config, ranker_ex
 from taskrank.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: The generator of the bundled dataset: a script of the repository, not part of the package.
+GENERATOR = Path(__file__).resolve().parents[1] / "scripts" / "make_demo_data.py"
 
 
 def words(texts) -> set[str]:
@@ -44,9 +49,10 @@ def test_target_vocabulary_differs_from_the_general_part():
 
 
 def test_bundled_files_are_what_the_generator_writes(tmp_path):
-    from taskrank.demo_data.make_demo_data import build
-
-    build(tmp_path)
+    spec = importlib.util.spec_from_file_location("make_demo_data", GENERATOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.build(tmp_path)
     for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv", "qrels/dev.tsv", "qrels/test.tsv"):
         assert (tmp_path / name).read_bytes() == (DEMO_DATA / name).read_bytes(), name
 

@@ -12,7 +12,7 @@ import torch
 
 from taskrank.arithmetic import merge, merging
 from taskrank.checkpoints import Checkpoint, hashing
-from taskrank.checkpoints.formats import BufferPool
+from taskrank.checkpoints.safetensors_io import BufferPool
 from taskrank.cli.merge import _local_weight_files
 from taskrank.errors import CheckpointError
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
 # arrives mid-merge, with a temporary output folder on disk.
 SLOW_MERGE = """
 import time
-from taskrank.checkpoints.formats import ShardedSafetensorsWriter
+from taskrank.checkpoints.safetensors_io import ShardedSafetensorsWriter
 
 write_span = ShardedSafetensorsWriter.write_span
 

@@ -25,7 +25,7 @@ def test_no_exported_name_is_also_a_subpackage():
 
 def test_adapt_is_the_subpackage_whatever_was_imported_first():
     code = (
-        "import taskrank, types; first = taskrank.adapt; import taskrank.training; "
+        "import taskrank, types; first = taskrank.adapt; import taskrank.adapt.training; "
         "print(isinstance(first, types.ModuleType), taskrank.adapt is first, callable(taskrank.adapt.adapt))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -44,11 +44,12 @@ REFERENCES = {
 def test_kinds_are_the_four_families():
     import typing
 
-    from taskrank import config, kinds
+    from taskrank import config, vocabulary
+    from taskrank.rerankers import REGISTRY
 
     assert set(KINDS) == {"monot5", "cross-encoder", "bi-encoder", "query-likelihood"}
     # the light list (command line, config) and the config's type agree with the registry
-    assert kinds.KINDS == config.KINDS == KINDS == typing.get_args(config.Kind)
+    assert vocabulary.KINDS == config.KINDS == KINDS == typing.get_args(config.Kind) == tuple(REGISTRY)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
+from taskrank.adapt.training import examples_from_qrels, train_ranker
 from taskrank.errors import ConfigError, DataError, ModelError, TaskrankError
 from taskrank.rerankers import load_reranker
-from taskrank.training import examples_from_qrels, train_ranker
 
 
 def _topics(words: tuple[str, ...]) -> list[list[str]]:

@@ -55,8 +55,8 @@ _EXPORTS: dict[str, str] = {
     # and a top-level name equal to a subpackage would change meaning once that is imported)
     "AdaptResult": "taskrank.adapt",
     "read_corpus": "taskrank.adapt",
-    "train_ranker": "taskrank.training",
-    "examples_from_qrels": "taskrank.training",
+    "train_ranker": "taskrank.adapt.training",
+    "examples_from_qrels": "taskrank.adapt.training",
     "run_experiment": "taskrank.experiment",
     "plan_experiment": "taskrank.experiment",
     "load_config": "taskrank.config",

@@ -36,7 +36,7 @@ from pydantic import (
 
 from .arithmetic.selection import parse_layers as _parse_layer_set
 from .errors import ConfigError, MergeError
-from .kinds import KINDS
+from .vocabulary import KINDS
 
 #: α must lie in this closed interval. The paper finds α ≥ 1.5 already hurts; beyond ±3 the
 #: domain vector swamps the ranker, which is almost surely a typo (70 instead of 0.70).

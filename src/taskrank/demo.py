@@ -5,7 +5,7 @@ Everything runs locally, on a CPU, in about 30 seconds (benchmarks/demo.md):
 1. the bundled dataset (``taskrank/demo_data``: news and everyday-web documents plus a marine-
    biology target domain, BEIR format, text written for the project);
 2. a tiny T5 model trio: θ_pretrained built with :mod:`taskrank.tiny`; θ_ranker trained with
-   :func:`taskrank.training.train_ranker` on the *general* queries only (the target domain stays
+   :func:`taskrank.adapt.training.train_ranker` on the *general* queries only (the target domain stays
    zero-shot); θ_domain adapted with :func:`taskrank.adapt.adapt` (span corruption) on the
    *marine* documents only, without any query or label;
 3. the experiment runner, as ``taskrank run`` would: BM25, the ranker alone, the domain model
@@ -118,8 +118,8 @@ def build_models(
 ) -> dict[str, Path]:
     """Build (or reuse, when built with the same settings) the demo's model trio under ``root``."""
     from .adapt import adapt
+    from .adapt.training import train_ranker
     from .tiny import build_tiny
-    from .training import train_ranker
 
     root = Path(root)
     paths = {role: root / role for role in ("pretrained", "ranker", "domain")}

@@ -26,11 +26,11 @@ from ..checkpoints import (
     copy_non_weight_files,
     read_ahead,
 )
-from ..checkpoints.formats import BufferPool
+from ..checkpoints.safetensors_io import BufferPool
 from ..errors import MergeError
 from .alignment import resolve_keys
+from .merge_report import MergeReport, MergeResult
 from .options import DTYPE_NAMES
-from .report import MergeReport, MergeResult
 from .selection import LayerSelection, _ranges, _selection_aliases, layer_of
 from .vector import TaskVector, VocabPolicy, _check_coef, _check_pair, _give_back, _span
 

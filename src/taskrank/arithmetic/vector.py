@@ -220,7 +220,7 @@ class TaskVector:
 
     def give_back(self, tensor: torch.Tensor) -> None:
         """Return a tensor from :meth:`get` to its checkpoint's read buffers (see
-        :class:`~taskrank.checkpoints.formats.BufferPool`); a no-op outside a merge."""
+        :class:`~taskrank.checkpoints.safetensors_io.BufferPool`); a no-op outside a merge."""
         for t in self._terms:
             _give_back(t.finetuned, tensor)
             _give_back(t.pretrained, tensor)

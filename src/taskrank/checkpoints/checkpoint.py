@@ -16,7 +16,6 @@ import torch
 from ..atomic import copy_plain
 from ..errors import CheckpointError
 from . import hashing
-from .formats import BufferPool, _Entry, _read_entry, _read_safetensors_header
 from .layout import (
     BIN_INDEX,
     BIN_SINGLE,
@@ -28,6 +27,7 @@ from .layout import (
     weight_files,
 )
 from .resolve import resolve_checkpoint
+from .safetensors_io import BufferPool, _Entry, _read_entry, _read_safetensors_header
 
 log = logging.getLogger(__name__)
 

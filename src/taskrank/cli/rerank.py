@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from ..errors import ConfigError, DataError
-from ..kinds import KINDS  # not ..rerankers: the command line starts without numpy
+from ..vocabulary import KINDS  # not ..rerankers: the command line starts without numpy
 
 logger = logging.getLogger(__name__)
 

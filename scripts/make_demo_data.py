@@ -11,7 +11,9 @@ Each topic has a few fact sentences; each document joins three of them. A query 
 fact of one topic: a document holding that fact is relevant with grade 2, another document of
 the same topic with grade 1. Queries are phrased partly in other words than the documents.
 
-Run ``python -m taskrank.demo_data.make_demo_data`` to rebuild the files (deterministic).
+Run ``python scripts/make_demo_data.py`` to rebuild the files in ``src/taskrank/demo_data``
+(deterministic). The script is not part of the package; tests/test_demo.py checks that the
+bundled files are what it writes.
 """
 
 from __future__ import annotations
@@ -574,5 +576,5 @@ def build(out: Path) -> dict[str, int]:
 if __name__ == "__main__":
     import sys
 
-    stats = build(Path(__file__).resolve().parent)
+    stats = build(Path(__file__).resolve().parents[1] / "src" / "taskrank" / "demo_data")
     sys.stdout.write(json.dumps(stats) + "\n")

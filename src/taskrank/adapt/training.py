@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .adapt.trainer import derived_seed, follows_progress, local_rng, resolve_device
-from .atomic import atomic_dir, check_output_dir, write_json, write_text
-from .errors import CheckpointError, ConfigError, DataError, ModelError
+from ..atomic import atomic_dir, check_output_dir, write_json, write_text
+from ..errors import CheckpointError, ConfigError, DataError, ModelError
+from .trainer import derived_seed, follows_progress, local_rng, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def examples_from_qrels(
     >>> examples_from_qrels(corpus, {"q": "cell"}, {"q": {"d1": 1}})
     [('cell', 'cells', 1), ('cell', 'courts', 0)]
     """
-    from .data import doc_text
+    from ..data import doc_text
 
     if negatives < 0:
         raise ConfigError(f"negatives must be non-negative, got {negatives}")
@@ -150,7 +150,7 @@ def _model_for(kind: str, pretrained: str | os.PathLike[str], seed: int) -> tupl
     from transformers import AutoConfig, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-    from .adapt.objectives import SPAN_CORRUPTION_MODEL_TYPES
+    from .objectives import SPAN_CORRUPTION_MODEL_TYPES
 
     try:
         config = AutoConfig.from_pretrained(pretrained)
@@ -253,7 +253,7 @@ def train_ranker(
         model.to(torch_device)
         # Inputs are built by the re-ranker that will score this model, so that training sees
         # exactly the token sequences inference does (template, truncation, special tokens).
-        from .rerankers import load_reranker
+        from ..rerankers import load_reranker
 
         options: dict[str, Any] = (
             {"true_token": true_token, "false_token": false_token} if kind == "monot5" else {}
@@ -305,7 +305,7 @@ def train_ranker(
                 losses.append(float(loss.detach()))
                 bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
 
-    from .adapt.trainer import _versions
+    from .trainer import _versions
 
     positives = sum(label for _, _, label in data)
     tail = losses[-10:]
