@@ -13,9 +13,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def announce(message: str, enabled: bool) -> None:
@@ -28,4 +32,81 @@ def announce(message: str, enabled: bool) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"» {message}", markup=False)
 
 
-__all__ = ["announce"]
+class Bar:
+    """What :func:`progress_bar` yields: ``advance(n, **fields)`` moves the bar and updates its fields."""
+
+    def __init__(self, progress: Any, task: Any) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, n: float = 1, **fields: Any) -> None:
+        self._progress.update(self._task, advance=n, **fields)
+
+    def update(self, **fields: Any) -> None:
+        """Change the bar's fields (``loss=…``) without moving it."""
+        self._progress.update(self._task, **fields)
+
+
+@contextlib.contextmanager
+def progress_bar(
+    total: float | None,
+    description: str,
+    enabled: bool,
+    *,
+    completed: float = 0,
+    fields: dict[str, Any] | None = None,
+    transient: bool = False,
+    download: bool = False,
+) -> Iterator[Bar]:
+    """One rich progress bar on stderr, the same look everywhere in taskrank; disabled → no output.
+
+    Args:
+        total: items (or bytes with ``download``) to count; ``None`` when unknown.
+        description: what is counted, shown left of the bar.
+        enabled: draw the bar at all.
+        completed: where the bar starts (a resumed run).
+        fields: extra fields shown right of the count, e.g. ``{"loss": "-"}``, updated by ``advance``.
+        transient: remove the bar when done.
+        download: show bytes and transfer speed instead of a count and time remaining.
+
+    Example::
+
+        with progress_bar(len(pairs), "score", enabled=True) as bar:
+            bar.advance(32)
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    extra = dict(fields or {})
+    columns: list[ProgressColumn | str] = [TextColumn("{task.description}"), BarColumn()]
+    if download:
+        columns += [DownloadColumn(), TransferSpeedColumn()]
+    else:
+        columns.append(MofNCompleteColumn())
+        columns += [TextColumn(f"{name} {{task.fields[{name}]}}") for name in extra]
+        columns.append(TimeRemainingColumn())
+    with Progress(*columns, disable=not enabled, transient=transient) as progress:
+        task = progress.add_task(description, total=total, completed=completed, **extra)
+        yield Bar(progress, task)
+
+
+def track(items: Sequence[T], description: str, enabled: bool, *, transient: bool = False) -> Iterable[T]:
+    """Iterate over ``items`` with a :func:`progress_bar`; plain iteration when not ``enabled``."""
+    if not enabled:
+        yield from items
+        return
+    with progress_bar(len(items), description, enabled, transient=transient) as bar:
+        for item in items:
+            yield item
+            bar.advance()
+
+
+__all__ = ["Bar", "announce", "progress_bar", "track"]
