@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_merge import ROOT, build, evict
 from taskrank.arithmetic.merging import SPAN, _spans
 from taskrank.checkpoints import hashing
-from taskrank.checkpoints.safetensors_io import BufferPool, _read_entry, _read_safetensors_header
+from taskrank.checkpoints.safetensors_io import BufferPool, read_header, read_tensor
 
 
 def cpu_seconds() -> float:
@@ -61,7 +61,7 @@ def read_loop(files: list[Path]) -> None:
 
 def tensor_reads(files: list[Path], pool: BufferPool | None, pieces: bool = False) -> Callable[[], None]:
     """A tensor from each file in turn (in the merge's pieces when ``pieces``)."""
-    entries = [sorted(_read_safetensors_header(f)[0].values(), key=lambda e: e.begin) for f in files]
+    entries = [sorted(read_header(f)[0].values(), key=lambda e: e.begin) for f in files]
 
     def run() -> None:
         handles = [open(f, "rb") for f in files]  # noqa: SIM115 - closed below
@@ -70,7 +70,7 @@ def tensor_reads(files: list[Path], pool: BufferPool | None, pieces: bool = Fals
                 spans = _spans(math.prod(row[0].shape)) if pieces else [None]
                 for piece in spans:
                     for handle, entry in zip(handles, row, strict=True):
-                        tensor = _read_entry(handle, entry, pool=pool, span=piece)
+                        tensor = read_tensor(handle, entry, pool=pool, span=piece)
                         if pool is not None:
                             pool.give(tensor)
         finally:

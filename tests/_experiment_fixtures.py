@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from taskrank.config import ExperimentConfig, parse_config
+from taskrank.errors import ConfigError
 
 
 def write_tiny_beir(root: Path, words: tuple[str, ...], *, docs: int = 40, seed: int = 0) -> Path:
@@ -76,3 +80,17 @@ def config_dict(data: Path, trio: dict[str, Path], out: Path, **changes: Any) ->
 
 def make_config(data: Path, trio: dict[str, Path], out: Path, **changes: Any) -> ExperimentConfig:
     return parse_config(config_dict(data, trio, out, **changes))
+
+
+def with_changes(base: dict[str, Any], **changes: object) -> dict[str, Any]:
+    """A deep copy of the config dict ``base`` with some top-level keys replaced."""
+    data = copy.deepcopy(base)
+    data.update(changes)
+    return data
+
+
+def config_error(data: dict[str, Any]) -> str:
+    """The message of the :class:`ConfigError` that ``data``, read from ``exp.yaml``, is refused with."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "exp.yaml")
+    return str(info.value)

@@ -87,7 +87,7 @@ def test_card_and_record_describe_the_run(tmp_path: Path, t5_trio: dict[str, Pat
     assert record["steps"] == 4 and len(record["losses"]) == 4
     assert record["settings"]["lr"] == 1e-3 and record["settings"]["grad_accum"] == 2
     assert record["settings"]["seed"] == 3
-    assert set(record["versions"]) == {"taskrank", "torch", "transformers"}
+    assert set(record["versions"]) == {"taskrank", "torch", "transformers", "python", "platform"}
     assert record["final_loss"] == pytest.approx(sum(result.losses) / 4)
     card = (out / "README.md").read_text()
     assert f"base_model: {t5_trio['pretrained']}" in card
@@ -216,7 +216,7 @@ def test_out_of_range_settings_are_refused(
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path: Path, t5_trio: dict[str, Path], corpus: Path) -> None:
-    with pytest.raises(ModelError, match="device 'cuda' asked for, but CUDA is not available"):
+    with pytest.raises(ModelError, match="device 'cuda' was asked for but CUDA is not available"):
         adapt(t5_trio["pretrained"], corpus, tmp_path / "out", device="cuda", progress=False)
 
 

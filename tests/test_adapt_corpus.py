@@ -46,6 +46,29 @@ def test_jsonl_of_texts_skips_blank_lines(tmp_path: Path) -> None:
     assert read_corpus(file).texts == ["first", "second"]
 
 
+def test_gzip_and_byte_order_mark_are_read_like_plain_jsonl(tmp_path: Path) -> None:
+    import gzip
+
+    rows = [{"_id": "d1", "title": "Gene", "text": "therapy"}, {"_id": "d2", "text": "dose"}]
+    for folder in ("plain", "packed", "shards"):
+        (tmp_path / folder).mkdir()
+    plain = _jsonl(tmp_path / "plain" / "corpus.jsonl", rows)
+    packed = tmp_path / "packed" / "corpus.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    marked = tmp_path / "marked.jsonl"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    expected = ["Gene therapy", "dose"]
+    gz = read_corpus(packed)
+    assert gz.texts == expected and gz.files == [packed]
+    # the fingerprint covers the text, so the compressed corpus has the plain one's
+    assert gz.sha256 == read_corpus(plain).sha256
+    assert read_corpus(marked).texts == expected
+    # a BEIR folder whose corpus is compressed, and a folder holding a compressed shard
+    assert corpus_files(packed.parent) == [packed]
+    (tmp_path / "shards" / "part-0.jsonl.gz").write_bytes(packed.read_bytes())
+    assert read_corpus(tmp_path / "shards").texts == expected
+
+
 def test_folder_of_text_files_is_read_recursively_in_sorted_order(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "z.txt").write_text("third document\n", encoding="utf-8")
@@ -111,7 +134,7 @@ def test_empty_text_file_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"text": "cell"', r"texts\.jsonl:2: invalid JSON"),
+        ('{"text": "cell"', r"texts\.jsonl:2: malformed JSON"),
         ('["cell"]', r"texts\.jsonl:2: expected a JSON object, got list"),
         ('{"body": "cell"}', r"texts\.jsonl:2: document has no 'text' key \(keys: \['body'\]\)"),
         ('{"text": 5}', r"texts\.jsonl:2: 'title' and 'text' must be strings"),

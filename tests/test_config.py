@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 
 import pytest
 
+from _experiment_fixtures import config_error as error_of
+from _experiment_fixtures import with_changes
 from taskrank.config import (
     ALPHA_RANGE,
     AblationSystem,
@@ -39,15 +40,7 @@ BASE = {
 
 
 def cfg(**changes) -> dict:
-    data = copy.deepcopy(BASE)
-    data.update(changes)
-    return data
-
-
-def error_of(data: dict) -> str:
-    with pytest.raises(ConfigError) as info:
-        parse_config(data, "exp.yaml")
-    return str(info.value)
+    return with_changes(BASE, **changes)
 
 
 def test_minimal_config_fills_defaults():
@@ -334,3 +327,14 @@ def test_every_schema_key_is_documented():
     text = schema_markdown()
     for key in ExperimentConfig.model_fields:
         assert f"| `{key}` |" in text
+
+
+def test_the_config_reads_its_choices_from_the_vocabulary():
+    import typing
+
+    from taskrank import config, vocabulary
+
+    assert config.ALPHA_RANGE == vocabulary.ALPHA_RANGE and config.KINDS == vocabulary.KINDS
+    tests, corrections = config.SIGNIFICANCE_TESTS, config.CORRECTIONS
+    assert tests == tuple(vocabulary.SIGNIFICANCE_TESTS) == typing.get_args(vocabulary.SignificanceTest)
+    assert corrections == tuple(vocabulary.CORRECTIONS) == typing.get_args(vocabulary.Correction)

@@ -376,3 +376,18 @@ def test_compare_bad_input() -> None:
         compare(runs, qrels, baselines=["bm2"])
     with pytest.raises(ConfigError, match=r"p_value must be in \(0, 1\)"):
         compare(runs, qrels, p_value=1.5)
+
+
+def test_the_metric_grammar_and_the_tests_are_the_vocabulary_s():
+    """One list each: evaluation re-exports taskrank.vocabulary's, and trec_eval knows every family."""
+    from taskrank import evaluation, vocabulary
+    from taskrank.evaluation import metrics
+
+    assert evaluation.METRIC_FAMILIES is metrics.METRIC_FAMILIES is vocabulary.METRIC_FAMILIES
+    assert evaluation.parse_metric is metrics.parse_metric is vocabulary.parse_metric
+    assert evaluation.TESTS is vocabulary.SIGNIFICANCE_TESTS
+    assert evaluation.CORRECTIONS is vocabulary.CORRECTIONS
+    assert set(metrics._CUT) == set(metrics._UNCUT) == set(vocabulary.METRIC_FAMILIES)
+    assert [evaluation.display_metric(f"{family}@10") for family in vocabulary.METRIC_FAMILIES] == [
+        "nDCG@10", "P@10", "R@10", "MAP@10", "MRR@10"
+    ]  # fmt: skip

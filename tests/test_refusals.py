@@ -4,12 +4,12 @@ a metric deeper than the runs, fusion tuned on qrels that share no query with th
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 
 from _cli import run_cli
+from _experiment_fixtures import config_error, with_changes
 from taskrank.config import load_config, parse_config
 from taskrank.data import write_qrels, write_run
 from taskrank.errors import ConfigError, DataError
@@ -25,15 +25,7 @@ BASE = {
 
 
 def cfg(**changes: object) -> dict:
-    data = copy.deepcopy(BASE)
-    data.update(changes)
-    return data
-
-
-def config_error(data: dict) -> str:
-    with pytest.raises(ConfigError) as info:
-        parse_config(data, "exp.yaml")
-    return str(info.value)
+    return with_changes(BASE, **changes)
 
 
 # --------------------------------------------------------------------------- 4: metric deeper than the runs

@@ -3,8 +3,8 @@ a hand-built experiment whose scores are known; weights that name their sides; d
 system scored on dev; and plots a reader can trust (reference lines, separate layer points, an
 honest y-axis, a legend that hides nothing).
 
-The experiment's first stage and re-ranker scores are set by hand (``Experiment.first_stage`` and
-``Experiment.rerank`` are replaced), so every expected number below is worked out by hand from
+The experiment's first stage and re-ranker scores are set by hand (``Steps.first_stage`` and
+``Steps.rerank`` are replaced), so every expected number below is worked out by hand from
 the runs and qrels at the top of the file: reciprocal rank of the one relevant document, and
 whether it is first (P@1). Fusion is per-query min-max, then ``w_first · first + w_model · model``.
 """
@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from _data_fixtures import make_beir
-from taskrank import report as report_module
 from taskrank.config import parse_config
-from taskrank.experiment import Experiment, run_experiment
+from taskrank.experiment import run_experiment, runner
+from taskrank.experiment.steps import Steps
+from taskrank.report import plots as report_module
 from taskrank.report import render_markdown, results_latex, results_table
 
 # --------------------------------------------------------------------------- the hand-built data
@@ -90,15 +91,15 @@ def known_scores(monkeypatch):
     def rerank(self, state, split):
         return {q: dict(docs) for q, docs in MODEL[state.role][split.role].items()}
 
-    original = Experiment._significance
+    original = runner.significance
 
-    def significance(self, runs):
+    def significance(steps, runs):
         seen["runs"] = runs
-        return original(self, runs)
+        return original(steps, runs)
 
-    monkeypatch.setattr(Experiment, "first_stage", first_stage)
-    monkeypatch.setattr(Experiment, "rerank", rerank)
-    monkeypatch.setattr(Experiment, "_significance", significance)
+    monkeypatch.setattr(Steps, "first_stage", first_stage)
+    monkeypatch.setattr(Steps, "rerank", rerank)
+    monkeypatch.setattr(runner, "significance", significance)
     return seen
 
 

@@ -130,11 +130,30 @@ def test_missing_document_fails_before_the_model_is_loaded(monkeypatch, setup, t
 def test_unknown_kind_and_bad_option(monkeypatch, setup, bert_trio, capsys):
     dataset, candidates, out = setup
     assert _run_cli(monkeypatch, bert_trio["ranker"], "splade", dataset, candidates, out) == 2
-    assert "valid: monot5, cross-encoder, bi-encoder, query-likelihood" in capsys.readouterr().err
+    err = capsys.readouterr().err  # typer's usage error: --kind is a choice list
+    assert "'splade' is not one of 'monot5', 'cross-encoder', 'bi-encoder', 'query-likelihood'" in err
     assert (
         _run_cli(monkeypatch, bert_trio["ranker"], "monot5", dataset, candidates, out, "--option", "x") == 2
     )
     assert "KEY=VALUE" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_kind_is_a_choice_list_in_help_and_a_usage_error_otherwise(monkeypatch, setup, capsys):
+    """``--kind`` lists the kinds of taskrank.vocabulary in ``--help``; another name is refused by
+    typer (exit 2, the choices listed) before any file is read."""
+    from typer.testing import CliRunner
+
+    from taskrank.cli import app
+    from taskrank.vocabulary import KINDS
+
+    help_text = CliRunner().invoke(app, ["rerank", "--help"], env={"COLUMNS": "200"}).output
+    assert "|".join(KINDS) in help_text
+    dataset, candidates, out = setup
+    assert _run_cli(monkeypatch, "no-model", "monoT5", dataset, candidates, out) == 2
+    err = capsys.readouterr().err
+    assert "Usage:" in err and "Invalid value for '--kind'" in err
+    assert all(f"'{kind}'" in err for kind in KINDS)
     assert not out.exists()
 
 

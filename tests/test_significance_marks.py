@@ -17,7 +17,7 @@ from _experiment_fixtures import make_config, write_tiny_beir
 from taskrank.evaluation import compare
 from taskrank.evaluation.significance import comparison_pairs
 from taskrank.experiment import run_experiment
-from taskrank.experiment.runner import significance_marks
+from taskrank.experiment.results import significance_marks
 from taskrank.report import render_markdown, results_latex, results_table
 
 QUERIES = ["q0", "q1", "q2", "q3"]

@@ -47,7 +47,7 @@ def test_the_order_is_trec_eval_s() -> None:
 
 def test_there_is_one_top_k_function() -> None:
     import taskrank.cli.evaluation as cli_evaluation
-    import taskrank.experiment.runner as runner
+    import taskrank.experiment.steps as runner
 
     assert runner.top_k is taskrank.data.top_k
     assert not hasattr(cli_evaluation, "_cut")

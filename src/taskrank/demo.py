@@ -30,13 +30,17 @@ import random
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .atomic import write_json
 from .config import ExperimentConfig, parse_config
+from .data.formats import read_jsonl
 from .errors import ConfigError
 from .progress import announce
 from .threads import resolve_threads, torch_threads
+
+if TYPE_CHECKING:
+    from .experiment import ExperimentResult
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +79,11 @@ class DemoSettings:
 QUICK = DemoSettings(hidden=32, ranker_steps=60, adapt_steps=30, alphas=(0.0, 0.5, 1.0), top_k=20)
 
 
-def _read_jsonl(file: Path) -> list[dict[str, Any]]:
-    with open(file, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def demo_words() -> list[str]:
     """Every word of the demo corpus and queries (the tiny tokenizer's vocabulary)."""
     words: dict[str, None] = {}
     for name in ("corpus.jsonl", "queries.jsonl"):
-        for record in _read_jsonl(DEMO_DATA / name):
+        for _, record in read_jsonl(DEMO_DATA / name):
             text = f"{record.get('title', '')} {record.get('text', '')}"
             for word in re.findall(r"[A-Za-z]+", text):
                 words.setdefault(word.lower(), None)
@@ -160,7 +159,9 @@ def build_models(
     )
     announce(f"adapting the pretrained model to the marine documents: {settings.adapt_steps} steps", progress)
     target = root / "target-corpus.jsonl"
-    records = [r for r in _read_jsonl(DEMO_DATA / "corpus.jsonl") if str(r["_id"]).startswith(TARGET_PREFIX)]
+    records = [
+        r for _, r in read_jsonl(DEMO_DATA / "corpus.jsonl") if str(r["_id"]).startswith(TARGET_PREFIX)
+    ]
     from .atomic import write_text
 
     write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -252,7 +253,7 @@ def run_demo(
     overwrite: bool = False,
     progress: bool = True,
     threads: int = 1,
-) -> Any:
+) -> ExperimentResult:
     """Build the tiny trio and run the demo experiment into ``out``; returns the
     :class:`taskrank.experiment.ExperimentResult` (``.table``, ``.report``).
 

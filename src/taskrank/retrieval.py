@@ -21,17 +21,33 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .atomic import atomic_dir
-from .data import Corpus, Queries, Run, doc_text, top_k
+from .data import (
+    Corpus,
+    Queries,
+    Run,
+    doc_text,
+    load_beir,
+    load_corpus,
+    load_queries,
+    read_qrels,
+    restrict_to_judged,
+    top_k,
+)
 from .errors import ConfigError, DataError
 from .paths import cache_root
+
+if TYPE_CHECKING:
+    from bm25s import BM25
+    from bm25s.tokenization import Tokenized
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +148,7 @@ class BM25Index:
     >>> run = index.search(queries, k=100)  # doctest: +SKIP
     """
 
-    def __init__(self, retriever: Any, doc_ids: list[str], params: BM25Params, fingerprint: str) -> None:
+    def __init__(self, retriever: BM25, doc_ids: list[str], params: BM25Params, fingerprint: str) -> None:
         self.retriever = retriever
         self.doc_ids = doc_ids
         self.params = params
@@ -140,7 +156,7 @@ class BM25Index:
         self.path: Path | None = None
         self.from_cache = False
 
-    def _tokenize(self, texts: list[str], *, progress: bool, return_ids: bool) -> Any:
+    def _tokenize(self, texts: list[str], *, progress: bool, return_ids: bool) -> Tokenized | list[list[str]]:
         return _tokenize(texts, self.params, progress=progress, return_ids=return_ids)
 
     @classmethod
@@ -161,7 +177,8 @@ class BM25Index:
         if not corpus:
             raise DataError(f"cannot build a BM25 index over an empty corpus{_named(source)}")
         doc_ids = list(corpus)
-        tokens = _tokenize([doc_text(corpus[d]) for d in doc_ids], params, progress=progress, return_ids=True)
+        texts = [doc_text(corpus[d]) for d in doc_ids]
+        tokens = cast("Tokenized", _tokenize(texts, params, progress=progress, return_ids=True))
         if not tokens.vocab:
             raise DataError(
                 f"cannot build a BM25 index over the corpus{_named(source)}: none of its {len(doc_ids)} "
@@ -254,7 +271,9 @@ def _named(source: str | None) -> str:
     return f" {source}" if source else ""
 
 
-def _tokenize(texts: list[str], params: BM25Params, *, progress: bool, return_ids: bool) -> Any:
+def _tokenize(
+    texts: list[str], params: BM25Params, *, progress: bool, return_ids: bool
+) -> Tokenized | list[list[str]]:
     import Stemmer
 
     bm25s = _bm25s()
@@ -347,3 +366,95 @@ def bm25_params(language: str = "english", k1: float = 1.5, b: float = 0.75, var
     'snowball-german'
     """
     return BM25Params(language=language, k1=k1, b=b, variant=variant).to_dict()
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """What :func:`retrieve` found: the run, and what made it (written next to the run)."""
+
+    run: Run
+    params: BM25Params
+    k: int
+    source: dict[str, str | None]
+    documents: int
+    queries: int
+    seconds: float
+    index_path: Path | None
+    index_from_cache: bool
+
+    def record(self) -> dict[str, Any]:
+        """The run's metadata: BM25 parameters, k, the source, counts and the index used."""
+        return {
+            "bm25": self.params.to_dict(),
+            "k": self.k,
+            "source": self.source,
+            "documents": self.documents,
+            "queries": self.queries,
+            "queries_without_results": sum(1 for docs in self.run.values() if not docs),
+            "index": str(self.index_path) if self.index_path else None,
+            "index_from_cache": self.index_from_cache,
+        }
+
+    def write(self, out: str | os.PathLike[str], *, tag: str = "bm25") -> None:
+        """Write the run to ``out`` (TREC format) and :meth:`record` to ``out`` + ``.json``, atomically."""
+        from .atomic import write_json
+        from .data import write_run
+
+        path = Path(out)
+        write_run(self.run, path, tag=tag)
+        write_json(path.with_name(path.name + ".json"), self.record())
+
+
+def retrieve(
+    *,
+    dataset: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    corpus: str | os.PathLike[str] | None = None,
+    queries: str | os.PathLike[str] | None = None,
+    qrels: str | os.PathLike[str] | None = None,
+    k: int = 100,
+    params: BM25Params | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    index_cache: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Retrieval:
+    """BM25 top-``k`` for every judged query of a BEIR dataset, or of a corpus and queries files.
+
+    Args:
+        dataset: a BEIR folder or name (``scifact``…), downloaded into ``cache_dir`` if needed;
+            its ``split`` gives the queries. Give either this or ``corpus`` and ``queries``.
+        corpus, queries: a JSONL corpus and a queries file (JSONL, TSV or TREC topics); with
+            ``qrels``, only the queries it judges are searched.
+        k: documents per query.
+        params: the BM25 parameters (default :class:`BM25Params`).
+        index_cache: where the index is cached (default :func:`default_index_cache`).
+
+    Returns:
+        a :class:`Retrieval`; ``.write(path)`` writes the run and its metadata.
+
+    Example::
+
+        found = retrieve(dataset="scifact", k=100, params=BM25Params(k1=0.9, b=0.4))
+        found.write("runs/bm25.trec")
+    """
+    params = params or BM25Params()
+    if dataset is not None:
+        if corpus is not None or queries is not None:
+            raise ConfigError("give either --dataset or --corpus/--queries, not both")
+        data = load_beir(dataset, split=split, cache_dir=cache_dir, progress=progress)
+        docs, topics = data.corpus, data.queries
+        source: dict[str, str | None] = {"dataset": str(dataset), "split": split}
+        corpus_name = str(data.path or dataset)
+    elif corpus is not None and queries is not None:
+        docs, topics = load_corpus(corpus), load_queries(queries)
+        if qrels is not None:
+            topics, _, _ = restrict_to_judged(topics, read_qrels(qrels), docs, source=str(qrels))
+        source = {"corpus": str(corpus), "queries": str(queries), "qrels": str(qrels) if qrels else None}
+        corpus_name = str(corpus)
+    else:
+        raise ConfigError("give --dataset, or both --corpus and --queries")
+    start = time.perf_counter()
+    index = get_index(docs, params, cache_dir=index_cache, progress=progress, source=corpus_name)
+    run = index.search(topics, k=k, progress=progress)
+    seconds = time.perf_counter() - start
+    return Retrieval(run, params, k, source, len(docs), len(topics), seconds, index.path, index.from_cache)

@@ -12,9 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 #: Words every tiny tokenizer knows, beside the caller's own (prompt words, ranking labels).
 BASE_WORDS: tuple[str, ...] = (
@@ -42,7 +46,7 @@ def _vocab_words(words: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def wordpiece_tokenizer(words: Iterable[str] = (), model_max_length: int = 512) -> Any:
+def wordpiece_tokenizer(words: Iterable[str] = (), model_max_length: int = 512) -> PreTrainedTokenizerFast:
     """A BERT-style WordPiece tokenizer (``[CLS] a [SEP] b [SEP]``) over ``words`` plus characters."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -79,7 +83,7 @@ def _metaspace_pieces(words: Iterable[str]) -> list[str]:
     return list(pieces)
 
 
-def _unigram(pieces: Sequence[str], head: Sequence[str], tail: Sequence[str] = ()) -> Any:
+def _unigram(pieces: Sequence[str], head: Sequence[str], tail: Sequence[str] = ()) -> Tokenizer:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     vocab = [(p, 0.0) for p in head]
@@ -96,7 +100,7 @@ def _unigram(pieces: Sequence[str], head: Sequence[str], tail: Sequence[str] = (
 
 def t5_tokenizer(
     words: Iterable[str] = (), model_max_length: int = 512, n_sentinels: int = N_SENTINELS
-) -> Any:
+) -> PreTrainedTokenizerFast:
     """A T5-style Unigram tokenizer: ``<pad>``=0, ``</s>``=1, ``<unk>``=2, ``▁word`` pieces, and
     sentinels ``<extra_id_0>`` … at the end of the vocabulary (``<extra_id_0>`` has the last id)."""
     from tokenizers import processors
@@ -119,7 +123,7 @@ def t5_tokenizer(
     )
 
 
-def llama_tokenizer(words: Iterable[str] = (), model_max_length: int = 512) -> Any:
+def llama_tokenizer(words: Iterable[str] = (), model_max_length: int = 512) -> PreTrainedTokenizerFast:
     """A Llama-style tokenizer: ``<unk>``=0, ``<s>``=1, ``</s>``=2, ``<s>`` prepended to each text."""
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
@@ -139,7 +143,9 @@ def llama_tokenizer(words: Iterable[str] = (), model_max_length: int = 512) -> A
     )
 
 
-def tokenizer_for(architecture: str, words: Iterable[str] = (), model_max_length: int = 512) -> Any:
+def tokenizer_for(
+    architecture: str, words: Iterable[str] = (), model_max_length: int = 512
+) -> PreTrainedTokenizerFast:
     """The tiny tokenizer that suits ``architecture``."""
     if architecture.startswith("T5"):
         return t5_tokenizer(words, model_max_length)
@@ -153,13 +159,13 @@ def tokenizer_for(architecture: str, words: Iterable[str] = (), model_max_length
 
 
 def tiny_config(
-    architecture: str, vocab_size: int, *, hidden: int = 32, layers: int = 2, **overrides: Any
-) -> Any:
+    architecture: str, vocab_size: int, *, hidden: int = 32, layers: int = 2, **overrides: object
+) -> PretrainedConfig:
     """A small config of the given architecture (``layers`` transformer layers, ``hidden`` width)."""
     from transformers import BertConfig, LlamaConfig, T5Config
 
     if architecture == "T5ForConditionalGeneration":
-        cfg: Any = T5Config(
+        cfg: PretrainedConfig = T5Config(
             vocab_size=vocab_size, d_model=hidden, d_kv=hidden // 4, d_ff=hidden * 2, num_layers=layers,
             num_heads=4, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
             relative_attention_num_buckets=8, dropout_rate=0.0,
@@ -192,9 +198,9 @@ def build_tiny(
     seed: int = 0,
     hidden: int = 32,
     layers: int = 2,
-    tokenizer: Any = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     dtype: str | None = None,
-    **config_overrides: Any,
+    **config_overrides: object,
 ) -> Path:
     """Build a randomly initialised tiny model with its tokenizer and save both to ``out_dir``.
 
@@ -246,7 +252,7 @@ def derive_checkpoint(
     model_cls = getattr(transformers, arch, None)
     if model_cls is None:
         raise ConfigError(f"unknown architecture {arch!r}")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, int] = {}
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     with torch.random.fork_rng(devices=[]):

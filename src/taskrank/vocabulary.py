@@ -72,6 +72,11 @@ METRIC_FAMILIES: dict[str, str] = {"ndcg": "nDCG", "p": "P", "recall": "R", "map
 METRIC_ALIASES: dict[str, str] = {"precision": "p", "r": "recall", "ap": "map", "rr": "mrr"}
 _METRIC_RE = re.compile(r"^([a-z]+)(?:@(\d+))?$")
 
+#: The names of the paired significance tests and of the corrections, as types (for the config);
+#: SIGNIFICANCE_TESTS and CORRECTIONS below describe the same names.
+SignificanceTest = Literal["student", "fisher"]
+Correction = Literal["bonferroni", "none"]
+
 #: Paired significance tests.
 SIGNIFICANCE_TESTS: dict[str, str] = {
     "student": "paired Student's t-test",
@@ -128,9 +133,11 @@ __all__ = [
     "TRAINABLE_KINDS",
     "TRAINING_DTYPES",
     "VOCAB_POLICIES",
+    "Correction",
     "Dtype",
     "Kind",
     "Mode",
+    "SignificanceTest",
     "TrainableKind",
     "TrainingDtype",
     "VocabPolicy",

@@ -10,9 +10,12 @@ stays zero-shot.
 
 from __future__ import annotations
 
+from ..devices import resolve_device
+from .checkpointing import latest_checkpoint, work_dir
 from .corpus import CorpusTexts, corpus_files, read_corpus
 from .objectives import OBJECTIVES, SpanCorruptionCollator, detect_objective, make_batcher, sentinel_ids
-from .trainer import AdaptResult, AdaptSettings, adapt, latest_checkpoint, resolve_device, work_dir
+from .settings import AdaptSettings
+from .trainer import AdaptResult, adapt
 
 __all__ = [
     "OBJECTIVES",

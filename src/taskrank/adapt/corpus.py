@@ -8,27 +8,28 @@ Accepted inputs (one path or several):
 * plain ``.txt`` files, each one document, or a folder of ``.txt``/``.jsonl`` files
   (searched recursively, in sorted order).
 
-Files are read line by line in binary, so the sha256 recorded in the model card is computed in
-the same pass, and every error names the file and line at fault.
+A JSONL file may be gzip-compressed (``.jsonl.gz``) and may start with a byte-order mark: it is
+read by :func:`taskrank.data.formats.read_jsonl`, line by line, so the sha256 recorded in the
+model card is computed in the same pass (over the bytes as decompressed), and every error names
+the file and line at fault.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from ..data.formats import read_jsonl
 from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
 #: File suffixes a corpus may consist of.
-SUFFIXES = (".jsonl", ".txt")
+SUFFIXES = (".jsonl", ".txt", ".jsonl.gz")
 
 PathLike = str | os.PathLike[str]
 
@@ -60,6 +61,10 @@ class CorpusTexts:
         return len(self.texts)
 
 
+def _readable(path: Path) -> bool:
+    return path.name.lower().endswith(SUFFIXES)
+
+
 def corpus_files(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     """The files that ``paths`` (a file, a folder or a list of them) stand for, in reading order.
 
@@ -76,16 +81,16 @@ def corpus_files(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            beir = path / "corpus.jsonl"
-            if beir.is_file():
+            beir = next((b for b in (path / "corpus.jsonl", path / "corpus.jsonl.gz") if b.is_file()), None)
+            if beir is not None:
                 files.append(beir)
                 continue
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _readable(p))
             if not found:
-                raise DataError(f"corpus folder {path} holds no .jsonl or .txt files")
+                raise DataError(f"corpus folder {path} holds no .jsonl or .txt files (nor .jsonl.gz)")
             files.extend(found)
         elif path.is_file():
-            if path.suffix.lower() not in SUFFIXES:
+            if not _readable(path):
                 raise DataError(
                     f"corpus file {path} has an unsupported type {path.suffix!r}; "
                     f"valid: {', '.join(SUFFIXES)} (or a folder of them)"
@@ -96,35 +101,21 @@ def corpus_files(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     return files
 
 
-def _jsonl_documents(file: Path, digest: Any) -> Iterator[tuple[int, str, str]]:
+def _jsonl_documents(file: Path, on_bytes: Callable[[bytes], object]) -> Iterator[tuple[int, str, str]]:
     """Yield ``(line number, document id, text)`` for each non-blank line of a JSONL file."""
-    with open(file, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            digest.update(raw)
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{file}:{number}: not valid UTF-8 ({exc.reason})") from exc
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{file}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
-            if not isinstance(obj, dict):
-                raise DataError(f"{file}:{number}: expected a JSON object, got {type(obj).__name__}")
-            if "text" not in obj:
-                raise DataError(f"{file}:{number}: document has no 'text' key (keys: {sorted(obj)})")
-            title, text = obj.get("title") or "", obj["text"]
-            if not isinstance(text, str) or not isinstance(title, str):
-                raise DataError(f"{file}:{number}: 'title' and 'text' must be strings")
-            doc_id = str(obj.get("_id", obj.get("id", f"line {number}")))
-            yield number, doc_id, f"{title} {text}".strip()
+    for number, obj in read_jsonl(file, on_bytes=on_bytes):
+        if "text" not in obj:
+            raise DataError(f"{file}:{number}: document has no 'text' key (keys: {sorted(obj)})")
+        title, text = obj.get("title") or "", obj["text"]
+        if not isinstance(text, str) or not isinstance(title, str):
+            raise DataError(f"{file}:{number}: 'title' and 'text' must be strings")
+        doc_id = str(obj.get("_id", obj.get("id", f"line {number}")))
+        yield number, doc_id, f"{title} {text}".strip()
 
 
-def _txt_document(file: Path, digest: Any) -> str:
+def _txt_document(file: Path, on_bytes: Callable[[bytes], object]) -> str:
     data = file.read_bytes()
-    digest.update(data)
+    on_bytes(data)
     try:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError as exc:
@@ -155,9 +146,9 @@ def read_corpus(paths: PathLike | Sequence[PathLike], *, skip_empty: bool = Fals
         if len(files) > 1:
             digest.update(f"\0{file.name}\0".encode())
         if file.suffix.lower() == ".txt":
-            documents: Iterator[tuple[str, str]] = iter([(str(file), _txt_document(file, digest))])
+            documents: Iterator[tuple[str, str]] = iter([(str(file), _txt_document(file, digest.update))])
         else:
-            documents = ((f"{file}:{n} (id {i!r})", t) for n, i, t in _jsonl_documents(file, digest))
+            documents = ((f"{file}:{n} (id {i!r})", t) for n, i, t in _jsonl_documents(file, digest.update))
         for where, text in documents:
             if not text:
                 if not skip_empty:

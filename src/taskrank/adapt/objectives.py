@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, ModelError
 from ..tokenization import special_affixes
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 #: Objective name -> the ``transformers`` auto class whose head it trains.
 OBJECTIVES: dict[str, str] = {
@@ -36,12 +39,12 @@ SPAN_CORRUPTION_MODEL_TYPES = frozenset({"t5", "mt5", "umt5", "longt5", "switch_
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
-def _describe(config: Any) -> str:
+def _describe(config: PretrainedConfig) -> str:
     archs = ", ".join(getattr(config, "architectures", None) or []) or "(none recorded)"
     return f"architecture {archs} (model_type {getattr(config, 'model_type', None)!r})"
 
 
-def detect_objective(config: Any) -> str:
+def detect_objective(config: PretrainedConfig) -> str:
     """The pre-training objective that suits a ``transformers`` config.
 
     Encoder-decoders of the T5 family get ``span-corruption``; a config whose architecture is a
@@ -79,7 +82,7 @@ def detect_objective(config: Any) -> str:
     )
 
 
-def sentinel_ids(tokenizer: Any) -> list[int]:
+def sentinel_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Ids of ``<extra_id_0>``, ``<extra_id_1>``, ... in ``tokenizer``, in that order.
 
     Raises :class:`ModelError` when the tokenizer has none (span corruption needs them).
@@ -182,7 +185,7 @@ BatchFn = Callable[[Sequence[Sequence[int]], int], Mapping[str, torch.Tensor]]
 
 def make_batcher(
     objective: str,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     *,
     mlm_probability: float = 0.15,
     noise_density: float = 0.15,

@@ -17,59 +17,35 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
-from ..atomic import atomic_dir, check_output_dir, write_json, write_text
+from ..atomic import check_output_dir
+from ..devices import resolve_device
+from ..environment import versions
 from ..errors import CheckpointError, ConfigError, DataError, ModelError
-from .trainer import derived_seed, follows_progress, local_rng, resolve_device
+from ..progress import progress_bar
+from ..vocabulary import TrainableKind
+from .card import model_card, save_trained
+from .runtime import derived_seed, follows_progress, local_rng
+from .settings import RankerSettings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from ..rerankers.batching import Packed
+    from ..rerankers.cross_encoder import CrossEncoderReranker
+    from ..rerankers.monot5 import MonoT5Reranker
 
 log = logging.getLogger(__name__)
 
-#: Ranker kinds :func:`train_ranker` can make.
-KINDS = ("monot5", "cross-encoder")
-
 Example = tuple[str, str, int]
-
-
-@dataclass
-class RankerSettings:
-    """Hyperparameters of :func:`train_ranker` (validated on construction)."""
-
-    kind: str = "monot5"
-    steps: int = 150
-    lr: float = 3e-3
-    batch_size: int = 32
-    max_length: int = 128
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 0
-    true_token: str = "▁true"
-    false_token: str = "▁false"
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"unknown ranker kind {self.kind!r}; valid: {', '.join(KINDS)}")
-        for key in ("steps", "batch_size"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {value!r}")
-        if not isinstance(self.max_length, int) or self.max_length < 8:
-            raise ConfigError(f"max_length must be an integer of at least 8, got {self.max_length!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0.0 < self.lr <= 1.0):
-            raise ConfigError(f"lr must be a number in (0, 1], got {self.lr!r}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
 
 
 def _check_examples(examples: Sequence[Example]) -> list[Example]:
@@ -144,7 +120,9 @@ def _grouped_stream(data: Sequence[Example], seed: int) -> Iterator[int]:
             yield from groups[keys[g]]
 
 
-def _model_for(kind: str, pretrained: str | os.PathLike[str], seed: int) -> tuple[Any, Any]:
+def _model_for(
+    kind: str, pretrained: str | os.PathLike[str], seed: int
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the model to fine-tune and its tokenizer, checking the architecture suits ``kind``."""
     import transformers
     from transformers import AutoConfig, AutoTokenizer
@@ -165,7 +143,7 @@ def _model_for(kind: str, pretrained: str | os.PathLike[str], seed: int) -> tupl
                 f"(model_type {config.model_type!r})"
             )
         cls: Any = transformers.AutoModelForSeq2SeqLM
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, int] = {}
     else:
         if (
             config.is_encoder_decoder
@@ -184,7 +162,7 @@ def _model_for(kind: str, pretrained: str | os.PathLike[str], seed: int) -> tupl
     return model, tokenizer
 
 
-def _token_id(tokenizer: Any, token: str, option: str) -> int:
+def _token_id(tokenizer: PreTrainedTokenizerBase, token: str, option: str) -> int:
     vocab = tokenizer.get_vocab()
     if token not in vocab:
         raise ModelError(
@@ -199,7 +177,7 @@ def train_ranker(
     examples: Sequence[Example],
     out: str | os.PathLike[str],
     *,
-    kind: str = "monot5",
+    kind: TrainableKind = "monot5",
     steps: int = 150,
     lr: float = 3e-3,
     batch_size: int = 32,
@@ -231,9 +209,6 @@ def train_ranker(
         base = build_tiny("T5ForConditionalGeneration", "demo/pretrained", words=["cell", "court"])
         train_ranker(base, [("cell", "the cell", 1), ("cell", "the court", 0)], "demo/ranker")
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from transformers import get_constant_schedule_with_warmup
-
     settings = RankerSettings(
         kind=kind, steps=steps, lr=lr, batch_size=batch_size, max_length=max_length,
         warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed, true_token=true_token,
@@ -244,111 +219,142 @@ def train_ranker(
     data = _check_examples(examples)
     torch_device = resolve_device(device)
     with local_rng(torch_device):
-        model, tokenizer = _model_for(kind, pretrained, seed)
-        if kind == "monot5":
-            target = [
-                _token_id(tokenizer, true_token, "true_token"),
-                _token_id(tokenizer, false_token, "false_token"),
+        model, tokenizer = _model_for(settings.kind, pretrained, settings.seed)
+        targets = (
+            [
+                _token_id(tokenizer, settings.true_token, "true_token"),
+                _token_id(tokenizer, settings.false_token, "false_token"),
             ]
+            if settings.kind == "monot5"
+            else []
+        )
         model.to(torch_device)
-        # Inputs are built by the re-ranker that will score this model, so that training sees
-        # exactly the token sequences inference does (template, truncation, special tokens).
-        from ..rerankers import load_reranker
-
-        options: dict[str, Any] = (
-            {"true_token": true_token, "false_token": false_token} if kind == "monot5" else {}
-        )
-        # MonoT5/CrossEncoder rerankers expose encode(): the token ids they score
-        scorer: Any = load_reranker(
-            model, kind, tokenizer=tokenizer, device=str(torch_device), max_length=max_length, **options
-        )
-        packed = scorer.encode([q for q, _, _ in data], [d for _, d, _ in data])
-        all_labels = torch.tensor([label for _, _, label in data])
-        pad = {"input_ids": tokenizer.pad_token_id}
-        model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        scheduler = get_constant_schedule_with_warmup(optimizer, round(warmup_ratio * steps))
-        stream = _grouped_stream(data, seed)
-        losses: list[float] = []
-        columns = (
-            TextColumn(f"train {kind}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-        )
-        with Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task("train", total=steps, loss="-")
-            for step in range(steps):
-                rows = np.fromiter(
-                    (next(stream) for _ in range(batch_size)), dtype=np.int64, count=batch_size
-                )
-                labels = all_labels[rows].to(torch_device)
-                enc = {k: v.to(torch_device) for k, v in packed.pad(rows, pad).items()}
-                torch.manual_seed(derived_seed(seed, step))  # dropout of this step
-                if kind == "monot5":
-                    # target "true</s>" or "false</s>"; the score reads the first decoder step
-                    first = torch.tensor(target, device=torch_device)[1 - labels]
-                    eos = torch.full_like(first, tokenizer.eos_token_id)
-                    loss = model(**enc, labels=torch.stack([first, eos], dim=1)).loss
-                else:
-                    logits = model(**enc).logits[:, 0]
-                    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
-                if not torch.isfinite(loss):
-                    raise ModelError(
-                        f"the training loss became {loss.item()} at step {step + 1}; lower lr ({lr})"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                bar.update(task, advance=1, loss=f"{losses[-1]:.4f}")
-
-    from .trainer import _versions
-
-    positives = sum(label for _, _, label in data)
-    tail = losses[-10:]
-    record = {
-        "pretrained": str(pretrained),
-        "kind": kind,
-        "settings": asdict(settings),
-        "examples": len(data),
-        "positives": positives,
-        "final_loss": float(np.mean(tail)),
-        "losses": losses,
-        "versions": _versions(),
-    }
-    model.eval()
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / "training.json", record)
-        write_text(tmp / "README.md", _card(record))
-    log.info("%s ranker written to %s (final loss %.4f)", kind, out, record["final_loss"])
+        packed = _encode(model, tokenizer, data, settings, torch_device)
+        losses = _train_loop(model, tokenizer, packed, data, targets, settings, torch_device, progress)
+    _save(out, model, tokenizer, str(pretrained), data, settings, losses, overwrite)
     return out
 
 
-def _card(record: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {k} | {v} |" for k, v in record["settings"].items())
-    return f"""---
-base_model: {record["pretrained"]}
-library_name: transformers
-tags:
-- taskrank
-- reranker
-- {record["kind"]}
----
+def _encode(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: Sequence[Example],
+    settings: RankerSettings,
+    device: torch.device,
+) -> Packed:
+    """The token ids of every (query, document) pair, as the re-ranker that will score the model
+    builds them, so that training sees exactly the sequences inference does (template,
+    truncation, special tokens)."""
+    from ..rerankers import load_reranker
 
-# A {record["kind"]} re-ranker made by `taskrank.training.train_ranker`
+    options: dict[str, Any] = (
+        {"true_token": settings.true_token, "false_token": settings.false_token}
+        if settings.kind == "monot5"
+        else {}
+    )
+    loaded = load_reranker(
+        model,
+        settings.kind,
+        tokenizer=tokenizer,
+        device=str(device),
+        max_length=settings.max_length,
+        **options,
+    )
+    # the re-rankers of the trainable kinds expose encode(): the token ids they score
+    scorer = cast("MonoT5Reranker | CrossEncoderReranker", loaded)
+    return scorer.encode([q for q, _, _ in data], [d for _, d, _ in data])
 
-Fine-tuned from `{record["pretrained"]}` on {record["examples"]} (query, document, label) triples
-({record["positives"]} relevant). Final loss (mean of the last 10 steps): {record["final_loss"]:.4f}.
-Load it with `taskrank.rerankers.load_reranker(path, "{record["kind"]}")`.
 
-| setting | value |
-|---|---|
-{rows}
+def _train_loop(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    packed: Packed,
+    data: Sequence[Example],
+    targets: list[int],
+    settings: RankerSettings,
+    device: torch.device,
+    progress: bool,
+) -> list[float]:
+    """``settings.steps`` AdamW steps on batches of one query's examples at a time; the losses."""
+    from transformers import get_constant_schedule_with_warmup
 
-Versions: {", ".join(f"{k} {v}" for k, v in record["versions"].items())}.
-"""
+    all_labels = torch.tensor([label for _, _, label in data])
+    pad = {"input_ids": tokenizer.pad_token_id}
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = get_constant_schedule_with_warmup(optimizer, round(settings.warmup_ratio * settings.steps))
+    stream = _grouped_stream(data, settings.seed)
+    losses: list[float] = []
+    n = settings.batch_size
+    with progress_bar(settings.steps, f"train {settings.kind}", progress, fields={"loss": "-"}) as bar:
+        for step in range(settings.steps):
+            rows = np.fromiter((next(stream) for _ in range(n)), dtype=np.int64, count=n)
+            labels = all_labels[rows].to(device)
+            enc = {k: v.to(device) for k, v in packed.pad(rows, pad).items()}
+            torch.manual_seed(derived_seed(settings.seed, step))  # dropout of this step
+            if settings.kind == "monot5":
+                # target "true</s>" or "false</s>"; the score reads the first decoder step
+                first = torch.tensor(targets, device=device)[1 - labels]
+                eos = torch.full_like(first, tokenizer.eos_token_id)
+                loss = model(**enc, labels=torch.stack([first, eos], dim=1)).loss
+            else:
+                logits = model(**enc).logits[:, 0]
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+            if not torch.isfinite(loss):
+                raise ModelError(
+                    f"the training loss became {loss.item()} at step {step + 1}; lower lr ({settings.lr})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            bar.advance(1, loss=f"{losses[-1]:.4f}")
+    return losses
+
+
+def _save(
+    out: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pretrained: str,
+    data: Sequence[Example],
+    settings: RankerSettings,
+    losses: list[float],
+    overwrite: bool,
+) -> None:
+    """Write the ranker with ``training.json`` and its card."""
+    kind, table, found = settings.kind, settings.model_dump(), versions()
+    positives, final_loss = sum(label for _, _, label in data), float(np.mean(losses[-10:]))
+    record = {
+        "pretrained": pretrained,
+        "kind": kind,
+        "settings": table,
+        "examples": len(data),
+        "positives": positives,
+        "final_loss": final_loss,
+        "losses": losses,
+        "versions": found,
+    }
+    card = model_card(
+        base_model=pretrained,
+        tags=("reranker", kind),
+        title=f"A {kind} re-ranker made by `taskrank.train_ranker`",
+        body=(
+            f"Fine-tuned from `{pretrained}` on {len(data)} (query, document, label) triples\n"
+            f"({positives} relevant). Final loss (mean of the last 10 steps): {final_loss:.4f}.\n"
+            f'Load it with `taskrank.rerankers.load_reranker(path, "{kind}")`.'
+        ),
+        settings=table,
+        table_header="setting",
+        versions=found,
+        record_file="training.json",
+    )
+    save_trained(
+        out, model, tokenizer, record_file="training.json", record=record, card=card, overwrite=overwrite
+    )
+    log.info("%s ranker written to %s (final loss %.4f)", kind, out, final_loss)
+
+
+__all__ = ["Example", "RankerSettings", "examples_from_qrels", "train_ranker"]

@@ -13,9 +13,11 @@ merge streams one tensor at a time from the inputs to the output shards.
 from __future__ import annotations
 
 from .._lazy import lazy_exports
-from .options import DTYPE_NAMES, MODES, VOCAB_POLICIES
+from ..vocabulary import DTYPES as DTYPE_NAMES
+from ..vocabulary import MODES, VOCAB_POLICIES
 
-# Imported on first use: the submodules need torch, the option lists above do not.
+# Imported on first use: the submodules need torch, the option lists above (the merge's words
+# in taskrank.vocabulary: output dtypes, layer modes, vocabulary policies) do not.
 _LAZY = {
     "align_keys": ".alignment",
     "resolve_keys": ".alignment",

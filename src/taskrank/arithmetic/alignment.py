@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
+
+
+class KeyedWeights(Protocol):
+    """What key alignment reads of a set of weights: its tensor names and its config."""
+
+    config: dict[str, Any]
+
+    def keys(self) -> list[str]: ...
 
 
 def _prefix_candidates(keys: Iterable[str]) -> list[str]:
@@ -80,7 +88,7 @@ def _tie_groups(config: Mapping[str, Any]) -> list[set[str]]:
     return list(groups.values())
 
 
-def resolve_keys(ref: Any, other: Any) -> dict[str, str]:
+def resolve_keys(ref: KeyedWeights, other: KeyedWeights) -> dict[str, str]:
     """Align the tensors of ``ref`` with those of ``other``: by name after removing the base
     prefix, then through tied aliases (a weight stored as ``shared.weight`` on one side and
     ``encoder.embed_tokens.weight`` on the other, as T5 checkpoints do)."""

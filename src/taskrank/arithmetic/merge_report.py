@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .. import __version__
+
+if TYPE_CHECKING:
+    from .selection import LayerSelection
+    from .vector import TaskVector
+
+
+def recipe_text(alpha: float, vector: TaskVector, named_pair: bool = False) -> str:
+    """The formula of a merge as its card prints it: ``θ_ranker + α·(θ_domain − θ_pretrained)``
+    for the paper's one pair (``named_pair``, coefficient 1), else ``θ_ranker + α·[…]`` with
+    the vector's terms, by role for the named pair and by checkpoint name otherwise."""
+    if named_pair and len(vector.terms) == 1 and vector.terms[0].coef == 1.0:
+        return f"θ_ranker + {alpha:g}·(θ_domain − θ_pretrained)"
+    roles = ("domain", "pretrained") if named_pair else ()
+    return f"θ_ranker + {alpha:g}·[{vector.describe(roles)}]"
 
 
 @dataclass
@@ -27,6 +41,33 @@ class MergeReport:
     unpaired: list[str] = field(default_factory=list)  # fine-tuned/pretrained tensors outside the vector
     taskrank_version: str = __version__
     files: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls,
+        alpha: float,
+        vector: TaskVector,
+        selection: LayerSelection,
+        *,
+        dtype: str,
+        vector_only: list[str],
+        named_pair: bool = False,
+    ) -> MergeReport:
+        """The report of a merge of ``θ_ranker + alpha·vector`` about to run: the recipe and
+        settings, with no tensor counted yet and no input recorded (the merge adds both).
+        ``named_pair``: the vector is the paper's θ_domain − θ_pretrained (see :func:`recipe_text`)."""
+        return cls(
+            recipe=recipe_text(alpha, vector, named_pair),
+            alpha=[alpha * t.coef for t in vector.terms],
+            selection={**selection.to_dict(), "description": selection.describe()},
+            inputs={},
+            dtype=dtype,
+            vocab_policy=vector.vocab_policy,
+            merged=[],
+            unchanged={},
+            vector_only=vector_only,
+            unpaired=vector.unpaired(),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MergeError
-from .options import MODES, Mode
+from ..vocabulary import MODES, Mode
 
 _LAYER_RE = re.compile(r"(?:^|\.)(\d+)(?=\.|$)")
 
@@ -104,7 +104,7 @@ class LayerSelection:
     def describe(self) -> str:
         parts = []
         if self.layers is not None:
-            parts.append(f"layers {_ranges(self.layers)} ({self.mode})")
+            parts.append(f"layers {format_ranges(self.layers)} ({self.mode})")
         if self.include:
             parts.append("include " + ", ".join(self.include))
         if self.exclude:
@@ -120,7 +120,8 @@ class LayerSelection:
         }
 
 
-def _ranges(values: Iterable[int]) -> str:
+def format_ranges(values: Iterable[int]) -> str:
+    """``{0, 1, 2, 3, 11}`` → ``"0-3,11"``: layer indices as :func:`parse_layers` reads them."""
     out: list[str] = []
     for v in sorted(values):
         if out and "-" not in out[-1] and int(out[-1]) == v - 1:
@@ -143,7 +144,7 @@ def _model_prefix(config: Mapping[str, Any]) -> str:
     return prefix + "." if prefix else ""
 
 
-def _selection_aliases(
+def selection_aliases(
     names: Sequence[str], config: Mapping[str, Any], needed: bool
 ) -> dict[str, tuple[str, ...]]:
     """Names without the base-model prefix, so patterns like ``encoder.*`` work on any head."""

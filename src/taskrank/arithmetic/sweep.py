@@ -8,10 +8,12 @@ from typing import Any
 import torch
 
 from ..errors import MergeError
+from ..progress import track
+from ..vocabulary import VocabPolicy
 from .alignment import resolve_keys
-from .merging import _all_finite, _progress
-from .selection import LayerSelection, _ranges, _selection_aliases, layer_of
-from .vector import TaskVector, VocabPolicy, _check_coef, _check_pair
+from .merging import all_finite
+from .selection import LayerSelection, format_ranges, layer_of, selection_aliases
+from .vector import TaskVector, check_coef, check_pair
 
 
 class AlphaSweep:
@@ -43,23 +45,22 @@ class AlphaSweep:
         params = dict(model.named_parameters())  # tied parameters appear once
         source = _ModelSource(params, getattr(model, "config", None))
         if vocab_policy is not None:
-            vector = TaskVector._from_terms(vector.terms, vocab_policy)
+            vector = vector.with_vocab_policy(vocab_policy)
         self.vector = vector
         to_vec = resolve_keys(source, vector.reference)
         vec_keys = set(vector.keys())
         self._names = [n for n in params if to_vec.get(n) in vec_keys]
         if not self._names:
             raise MergeError("the task vector shares no tensor with the model")
-        self._aliases = _selection_aliases(list(params), source.config, True)
+        self._aliases = selection_aliases(list(params), source.config, True)
         self._params = params
         self._orig: dict[str, torch.Tensor] = {}
         self._tau: dict[str, torch.Tensor] = {}
-        for name in _progress(self._names, progress, "loading task vector"):
+        for name in track(self._names, "loading task vector", progress, transient=True):
             p = params[name]
             vkey = to_vec[name]
-            _check_pair(
-                name, source, tuple(p.shape), vector.reference, vector.shape(vkey), vector.vocab_policy
-            )
+            v_shape = vector.shape(vkey)
+            check_pair(name, source.name, tuple(p.shape), vector.reference.name, v_shape, vector.vocab_policy)
             if not p.dtype.is_floating_point:
                 continue
             self._orig[name] = p.detach().to("cpu", copy=True)
@@ -70,7 +71,7 @@ class AlphaSweep:
     @property
     def layers(self) -> list[int]:
         """Layer indices the vector can touch."""
-        return sorted({layer_of(n) for n in self._names} - {None})  # type: ignore[type-var]
+        return sorted({layer for n in self._names if (layer := layer_of(n)) is not None})
 
     @torch.no_grad()
     def set_alpha(
@@ -82,13 +83,13 @@ class AlphaSweep:
         exclude: Iterable[str] = (),
     ) -> None:
         """Update the model to θ_ranker + α·τ on the selected tensors (the rest: θ_ranker)."""
-        a = _check_coef(alpha)
+        a = check_coef(alpha)
         selection = LayerSelection.parse(layers, mode, include, exclude)
         if selection.layers is not None:
             absent = sorted(selection.layers - set(self.layers))
             if absent:
                 raise MergeError(
-                    f"layer(s) {_ranges(absent)} not in the model (layers {_ranges(self.layers)})"
+                    f"layer(s) {format_ranges(absent)} not in the model (layers {format_ranges(self.layers)})"
                 )
         chosen = [n for n in self._orig if selection.selects(n, self._aliases.get(n, ()))]
         if not chosen:
@@ -106,7 +107,7 @@ class AlphaSweep:
             else:
                 rows = min(scaled.shape[0], new.shape[0])
                 new[:rows].add_(scaled[:rows])
-            if not _all_finite(new):
+            if not all_finite(new):
                 self._restore()
                 raise MergeError(f"alpha={a:g} makes tensor {name!r} non-finite; the model was restored")
             p.copy_(new.to(p.dtype))
@@ -127,10 +128,11 @@ class AlphaSweep:
 class _ModelSource:
     """Names and shapes of a model's parameters, for key alignment."""
 
-    def __init__(self, params: Mapping[str, torch.Tensor], config: Any) -> None:
+    def __init__(self, params: Mapping[str, torch.Tensor], config: object) -> None:
         self._params = params
         self.name = "model"
-        self.config = config.to_dict() if hasattr(config, "to_dict") else {}
+        to_dict = getattr(config, "to_dict", None)  # a transformers PretrainedConfig, or None
+        self.config: dict[str, Any] = to_dict() if callable(to_dict) else {}
 
     def keys(self) -> list[str]:
         return list(self._params)

@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-from ..checkpoints import (
-    as_source,
-)
+from ..checkpoints.checkpoint import TensorSource, as_source
 from ..errors import MergeError
+from ..vocabulary import VOCAB_POLICIES, VocabPolicy
 from .alignment import resolve_keys
-from .options import VOCAB_POLICIES, VocabPolicy
+
+#: What a merge or a task vector reads weights from: a checkpoint folder or hub id, a state
+#: dict, or a :class:`~taskrank.checkpoints.TensorSource`.
+Weights = str | os.PathLike[str] | TensorSource | Mapping[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
-class _Term:
+class Term:
+    """One scaled pair of a :class:`TaskVector`: ``coef · (θ_finetuned − θ_pretrained)``."""
+
     coef: float
-    finetuned: Any
-    pretrained: Any
+    finetuned: TensorSource
+    pretrained: TensorSource
     mapping: dict[str, str]  # finetuned key -> pretrained key
 
 
-def _check_coef(value: float) -> float:
+class Located(NamedTuple):
+    """Where one term of a vector reads a tensor: its coefficient, and the names in each input."""
+
+    coef: float
+    finetuned: TensorSource
+    finetuned_key: str
+    pretrained: TensorSource
+    pretrained_key: str
+
+
+def check_coef(value: float) -> float:
+    """``value`` as a float, or a :class:`MergeError` when it is not a finite number (α, a scale)."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -48,31 +64,37 @@ class TaskVector:
         delta = (0.7 * tau).get("shared.weight")   # float32
     """
 
-    def __init__(self, finetuned: Any, pretrained: Any, *, vocab_policy: VocabPolicy = "strict") -> None:
+    def __init__(
+        self, finetuned: Weights, pretrained: Weights, *, vocab_policy: VocabPolicy = "strict"
+    ) -> None:
         ft, pre = as_source(finetuned), as_source(pretrained)
         if vocab_policy not in VOCAB_POLICIES:
             raise MergeError(f"unknown vocab policy {vocab_policy!r}; valid: {', '.join(VOCAB_POLICIES)}")
         self.vocab_policy = vocab_policy
-        self._terms: tuple[_Term, ...] = (_Term(1.0, ft, pre, resolve_keys(ft, pre)),)
+        self._terms: tuple[Term, ...] = (Term(1.0, ft, pre, resolve_keys(ft, pre)),)
         self._check_shapes()
 
     @classmethod
     def from_checkpoints(
-        cls, finetuned: Any, pretrained: Any, *, vocab_policy: VocabPolicy = "strict"
+        cls, finetuned: Weights, pretrained: Weights, *, vocab_policy: VocabPolicy = "strict"
     ) -> TaskVector:
         """The vector from ``pretrained`` to ``finetuned`` (paths, hub ids or state dicts)."""
         return cls(finetuned, pretrained, vocab_policy=vocab_policy)
 
     @classmethod
-    def _from_terms(cls, terms: Sequence[_Term], vocab_policy: VocabPolicy) -> TaskVector:
+    def _from_terms(cls, terms: Sequence[Term], vocab_policy: VocabPolicy) -> TaskVector:
         obj = cls.__new__(cls)
         obj.vocab_policy = vocab_policy
         obj._terms = tuple(terms)
         return obj
 
+    def with_vocab_policy(self, vocab_policy: VocabPolicy) -> TaskVector:
+        """The same vector under another vocabulary policy (its shapes checked already)."""
+        return TaskVector._from_terms(self._terms, vocab_policy)
+
     # -- algebra
     @property
-    def terms(self) -> tuple[_Term, ...]:
+    def terms(self) -> tuple[Term, ...]:
         return self._terms
 
     def _combine(self, other: TaskVector, sign: float) -> TaskVector:
@@ -82,10 +104,10 @@ class TaskVector:
         for t in other._terms:
             for i, s in enumerate(terms):
                 if s.finetuned is t.finetuned and s.pretrained is t.pretrained:
-                    terms[i] = _Term(s.coef + sign * t.coef, s.finetuned, s.pretrained, s.mapping)
+                    terms[i] = Term(s.coef + sign * t.coef, s.finetuned, s.pretrained, s.mapping)
                     break
             else:
-                terms.append(_Term(sign * t.coef, t.finetuned, t.pretrained, t.mapping))
+                terms.append(Term(sign * t.coef, t.finetuned, t.pretrained, t.mapping))
         policy: VocabPolicy = "common" if "common" in (self.vocab_policy, other.vocab_policy) else "strict"
         return TaskVector._from_terms(terms, policy)
 
@@ -95,7 +117,7 @@ class TaskVector:
     def __radd__(self, other: object) -> TaskVector:
         if other == 0:  # sum() starts from 0
             return self
-        return NotImplemented  # type: ignore[return-value]
+        return NotImplemented
 
     def __sub__(self, other: TaskVector) -> TaskVector:
         return self._combine(other, -1.0)
@@ -106,9 +128,9 @@ class TaskVector:
     def __mul__(self, scalar: float) -> TaskVector:
         if isinstance(scalar, TaskVector):
             return NotImplemented
-        c = _check_coef(scalar)
+        c = check_coef(scalar)
         return TaskVector._from_terms(
-            [_Term(t.coef * c, t.finetuned, t.pretrained, t.mapping) for t in self._terms], self.vocab_policy
+            [Term(t.coef * c, t.finetuned, t.pretrained, t.mapping) for t in self._terms], self.vocab_policy
         )
 
     __rmul__ = __mul__
@@ -118,6 +140,8 @@ class TaskVector:
         return f"TaskVector({body})"
 
     def describe(self, names: Sequence[str] = ()) -> str:
+        """``"0.7·(θ_a − θ_b) + …"``, each pair by the checkpoints' names or by ``names``
+        (finetuned, pretrained, finetuned, …) where given."""
         parts = []
         for i, t in enumerate(self._terms):
             ft = names[2 * i] if len(names) > 2 * i else t.finetuned.name
@@ -127,7 +151,7 @@ class TaskVector:
 
     # -- tensors
     @property
-    def reference(self) -> Any:
+    def reference(self) -> TensorSource:
         """The source whose tensor names this vector uses (the first fine-tuned checkpoint)."""
         return self._terms[0].finetuned
 
@@ -153,18 +177,19 @@ class TaskVector:
             keys = [k for k in keys if k in to_other and to_other[k] in t.mapping]
         return keys
 
-    def _locate(self, key: str) -> list[tuple[float, Any, str, Any, str]]:
+    def locate(self, key: str) -> list[Located]:
+        """The inputs each term reads for ``key`` (in the reference's naming)."""
         out = []
         for i, t in enumerate(self._terms):
             fk = self._term_map(i).get(key)
             if fk is None or fk not in t.mapping:
                 raise MergeError(f"tensor {key!r} is missing from {t.finetuned.name} or {t.pretrained.name}")
-            out.append((t.coef, t.finetuned, fk, t.pretrained, t.mapping[fk]))
+            out.append(Located(t.coef, t.finetuned, fk, t.pretrained, t.mapping[fk]))
         return out
 
     def shape(self, key: str) -> tuple[int, ...]:
         shapes = []
-        for _, ft, fk, pre, pk in self._locate(key):
+        for _, ft, fk, pre, pk in self.locate(key):
             shapes += [ft.shape(fk), pre.shape(pk)]
         if not shapes[0]:
             return ()
@@ -176,13 +201,13 @@ class TaskVector:
     def _check_shapes(self) -> None:
         for t in self._terms:
             for fk, pk in t.mapping.items():
-                _check_pair(fk, t.finetuned, t.finetuned.shape(fk), t.pretrained, t.pretrained.shape(pk),
-                            self.vocab_policy)  # fmt: skip
+                check_pair(fk, t.finetuned.name, t.finetuned.shape(fk), t.pretrained.name,
+                           t.pretrained.shape(pk), self.vocab_policy)  # fmt: skip
 
     def is_float(self, key: str) -> bool:
         return all(
             ft.dtype(fk).is_floating_point and pre.dtype(pk).is_floating_point
-            for _, ft, fk, pre, pk in self._locate(key)
+            for _, ft, fk, pre, pk in self.locate(key)
         )
 
     def get(self, key: str) -> torch.Tensor:
@@ -198,16 +223,16 @@ class TaskVector:
         Rows are the first dimension and lie first in row-major order, so the common rows of
         differing vocabularies are the same leading elements in every input."""
         total: torch.Tensor | None = None
-        for coef, ft, fk, pre, pk in self._locate(key):
-            a, b = _span(ft, fk, start, stop), _span(pre, pk, start, stop)
+        for coef, ft, fk, pre, pk in self.locate(key):
+            a, b = ft.get_span(fk, start, stop), pre.get_span(pk, start, stop)
             if not (a.dtype.is_floating_point and b.dtype.is_floating_point):
                 raise MergeError(f"tensor {key!r} has dtype {a.dtype}/{b.dtype}, which cannot be merged")
-            if a.dtype == torch.float32 and getattr(ft, "fresh_reads", False):
+            if a.dtype == torch.float32 and ft.fresh_reads:
                 delta = a.sub_(b)  # `a` is a fresh buffer read for this call
             else:
                 delta = a.float() - b.float()
-                _give_back(ft, a)
-            _give_back(pre, b)
+                ft.give_back(a)
+            pre.give_back(b)
             if coef != 1.0:
                 delta.mul_(coef)
             if total is None:
@@ -222,8 +247,8 @@ class TaskVector:
         """Return a tensor from :meth:`get` to its checkpoint's read buffers (see
         :class:`~taskrank.checkpoints.safetensors_io.BufferPool`); a no-op outside a merge."""
         for t in self._terms:
-            _give_back(t.finetuned, tensor)
-            _give_back(t.pretrained, tensor)
+            t.finetuned.give_back(tensor)
+            t.pretrained.give_back(tensor)
 
     def unpaired(self) -> list[str]:
         """Tensors of a fine-tuned or pretrained checkpoint with no counterpart in the other
@@ -237,31 +262,19 @@ class TaskVector:
 
     def raw_equal(self, key: str) -> bool:
         """True when θ_ft and θ_pre agree exactly on ``key`` in every term (a zero delta)."""
-        return all(torch.equal(ft.get(fk), pre.get(pk)) for _, ft, fk, pre, pk in self._locate(key))
+        return all(torch.equal(ft.get(fk), pre.get(pk)) for _, ft, fk, pre, pk in self.locate(key))
 
-    def inputs(self) -> list[tuple[float, Any, Any]]:
+    def inputs(self) -> list[tuple[float, TensorSource, TensorSource]]:
+        """``(coef, finetuned, pretrained)`` of every term."""
         return [(t.coef, t.finetuned, t.pretrained) for t in self._terms]
 
 
-def _span(source: Any, key: str, start: int, stop: int) -> torch.Tensor:
-    """Elements ``start:stop`` of ``source``'s flattened tensor ``key``; a source without
-    ``get_span`` reads the whole tensor (a merge then takes such tensors in one piece)."""
-    getter = getattr(source, "get_span", None)
-    if getter is not None:
-        return getter(key, start, stop)
-    return source.get(key).reshape(-1)[start:stop]
-
-
-def _give_back(source: Any, tensor: torch.Tensor) -> None:
-    """Hand ``tensor``'s buffer back to the read pool of ``source``, if it reads through one."""
-    pool = getattr(source, "pool", None)
-    if pool is not None:
-        pool.give(tensor)
-
-
-def _check_pair(
-    key: str, a_src: Any, a_shape: tuple[int, ...], b_src: Any, b_shape: tuple[int, ...], policy: str
+def check_pair(
+    key: str, a_name: str, a_shape: tuple[int, ...], b_name: str, b_shape: tuple[int, ...], policy: str
 ) -> None:
+    """Refuse (:class:`MergeError`) tensor ``key`` of shape ``a_shape`` in ``a_name`` and ``b_shape``
+    in ``b_name`` as a pair of one merge, unless the shapes agree, or differ in rows (vocabulary
+    size) only under the ``common`` vocabulary policy."""
     if a_shape == b_shape:
         return
     rows_only = len(a_shape) == len(b_shape) and len(a_shape) >= 1 and a_shape[1:] == b_shape[1:]
@@ -269,11 +282,11 @@ def _check_pair(
         return
     if rows_only:
         raise MergeError(
-            f"tensor {key!r}: {a_src.name} has {a_shape[0]} rows {list(a_shape)} but {b_src.name} has "
+            f"tensor {key!r}: {a_name} has {a_shape[0]} rows {list(a_shape)} but {b_name} has "
             f"{b_shape[0]} {list(b_shape)} (different vocabularies?); pass --vocab-policy common "
             "(vocab_policy='common') to merge the common rows only"
         )
     raise MergeError(
-        f"tensor {key!r} has shape {list(a_shape)} in {a_src.name} but {list(b_shape)} in {b_src.name}: "
+        f"tensor {key!r} has shape {list(a_shape)} in {a_name} but {list(b_shape)} in {b_name}: "
         "the checkpoints do not share one architecture (hidden size or layer count differ)"
     )

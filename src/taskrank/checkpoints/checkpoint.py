@@ -7,9 +7,9 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 import torch
 
@@ -23,22 +23,33 @@ from .layout import (
     SAFE_SINGLE,
     WEIGHT_INDEXES,
     WEIGHT_SUFFIXES,
-    _in_hub_cache,
+    in_hub_cache,
     weight_files,
 )
 from .resolve import resolve_checkpoint
-from .safetensors_io import BufferPool, _Entry, _read_entry, _read_safetensors_header
+from .safetensors_io import BufferPool, TensorEntry, read_header, read_tensor
 
 log = logging.getLogger(__name__)
 
 
 class TensorSource(Protocol):
-    """What the arithmetic needs from a set of weights: names, shapes, dtypes and tensors."""
+    """What the arithmetic needs from a set of weights: names, shapes, dtypes and tensors.
+
+    :class:`Checkpoint` and :class:`StateDictSource` implement it; :func:`as_source` turns any
+    object with ``name``, ``config``, ``keys``, ``__contains__``, ``shape``, ``dtype`` and ``get``
+    into one (reading whole tensors)."""
 
     name: str
     config: dict[str, Any]
+    #: get() and get_span() return new buffers each call, which callers may modify in place
+    fresh_reads: bool
+    #: get_span() reads only the elements asked for; when False it reads the whole tensor, so a
+    #: merge takes such tensors in one piece rather than reading them once per piece
+    reads_spans: bool
 
     def keys(self) -> list[str]: ...
+
+    def __contains__(self, key: object) -> bool: ...
 
     def shape(self, key: str) -> tuple[int, ...]: ...
 
@@ -46,10 +57,38 @@ class TensorSource(Protocol):
 
     def get(self, key: str) -> torch.Tensor: ...
 
-    # optional: ``get_span(key, start, stop)``, elements start:stop of the flattened tensor,
-    # lets a merge read a large tensor a piece at a time
+    def get_span(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``start:stop`` of the flattened (row-major) tensor ``key``, as a 1-D tensor."""
+        ...
 
-    def __contains__(self, key: object) -> bool: ...
+    def storage_order(self) -> list[str]:
+        """The keys in the order that reads them fastest (on-disk order for a file)."""
+        ...
+
+    def give_back(self, tensor: torch.Tensor) -> None:
+        """Hand back a tensor from get()/get_span() that the caller is done with, so that its
+        buffer can take a later read (a no-op for sources that do not recycle buffers)."""
+        ...
+
+    def provenance(self, with_hash: bool = True) -> dict[str, str]:
+        """Where the weights came from, as recorded on a merge's model card."""
+        ...
+
+
+class MinimalSource(Protocol):
+    """The least an object needs for :func:`as_source` to read weights from it."""
+
+    def keys(self) -> Iterable[str]: ...
+
+    def shape(self, key: str) -> Sequence[int]: ...
+
+    def dtype(self, key: str) -> torch.dtype: ...
+
+    def get(self, key: str) -> torch.Tensor: ...
+
+
+#: what :func:`as_source` accepts: a checkpoint folder or hub id, a state dict, or a source
+SourceLike = str | os.PathLike[str] | Mapping[str, torch.Tensor] | TensorSource | MinimalSource
 
 
 def _load_bin(file: Path) -> dict[str, torch.Tensor]:
@@ -103,54 +142,9 @@ def check_weight_files(path: str | os.PathLike[str], *, pickles: bool = True) ->
     kind, files = weight_files(folder)
     for file in files:
         if kind == "safetensors":
-            _read_safetensors_header(file)
+            read_header(file)
         elif pickles:
             _load_bin(file)
-
-
-class _StreamingHash:
-    """sha256 of a file computed from the reads a merge makes anyway: while tensors are read
-    in on-disk order, their bytes feed the digest, and only what was skipped is read again.
-
-    Every byte comes from one open file (``fd``), and the hash is recorded under that file's
-    state when hashing began, and only if the state is the same at the end: a file replaced
-    or rewritten during the merge never gets a hash of mixed content."""
-
-    def __init__(self, file: Path, fd: int, data_start: int) -> None:
-        self.file = file
-        self.fd = os.dup(fd)  # its own descriptor: the checkpoint may close its handle first
-        self.state = hashing.state_of(file, self.fd)
-        self.digest = hashlib.sha256()
-        self.digest.update(os.pread(fd, data_start, 0))
-        self.pos = data_start
-
-    def feed(self, begin: int, end: int, data: memoryview) -> None:
-        if begin == self.pos:
-            self.digest.update(data)
-            self.pos = end
-
-    def finish(self, chunk: int = 8 * 1024 * 1024) -> str:
-        try:
-            while block := os.pread(self.fd, chunk, self.pos):
-                self.digest.update(block)
-                self.pos += len(block)
-            value = self.digest.hexdigest()
-            unchanged = hashing.state_of(self.file, self.fd) == self.state
-        finally:
-            self.close()
-        if unchanged:
-            hashing.remember(self.file, value, self.state)
-        else:
-            log.warning("%s changed while it was read: its sha256 is not recorded", self.file)
-        return value
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __del__(self) -> None:
-        self.close()
 
 
 class Checkpoint:
@@ -165,20 +159,21 @@ class Checkpoint:
 
     #: get() returns a new buffer each call, which callers may modify in place
     fresh_reads = True
+    reads_spans = True
 
     def __init__(self, ref: str | os.PathLike[str], revision: str | None = None) -> None:
         self.ref = os.fspath(ref)
         self.path = resolve_checkpoint(ref, revision)
         self.name = self.ref
-        hub = _in_hub_cache(self.path)
+        hub = in_hub_cache(self.path)
         self.repo_id = hub[0] if hub else None
         self.revision = hub[1] if hub else revision
         self.config = self._read_config()
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, TensorEntry] = {}
         self._bin_map: dict[str, Path] = {}
         self._bin_cache: tuple[Path, dict[str, torch.Tensor]] | None = None
         self._handles: dict[Path, BinaryIO] = {}
-        self._hashes: dict[Path, _StreamingHash] = {}
+        self._hashes: dict[Path, hashing.StreamingHash] = {}
         #: where get() reads safetensors tensors into (set by a merge, which gives them back)
         self.pool: BufferPool | None = None
         self.weight_files = self._discover()
@@ -203,7 +198,7 @@ class Checkpoint:
         self.format, files = weight_files(self.path)
         if self.format == "safetensors":
             for f in files:
-                entries, _ = _read_safetensors_header(f)
+                entries, _ = read_header(f)
                 clash = entries.keys() & self._entries.keys()
                 if clash:
                     raise CheckpointError(f"tensor {sorted(clash)[0]!r} appears in two shards of {self.path}")
@@ -212,7 +207,7 @@ class Checkpoint:
             for f in files:
                 for key, tensor in _load_bin(f).items():
                     self._bin_map[key] = f
-                    self._entries[key] = _Entry(f, tensor.dtype, tuple(tensor.shape), 0, 0)
+                    self._entries[key] = TensorEntry(f, tensor.dtype, tuple(tensor.shape), 0, 0)
         return files
 
     # -- mapping protocol
@@ -228,7 +223,7 @@ class Checkpoint:
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
-    def _entry(self, key: str) -> _Entry:
+    def _entry(self, key: str) -> TensorEntry:
         try:
             return self._entries[key]
         except KeyError:
@@ -277,10 +272,10 @@ class Checkpoint:
                 self._handles[entry.file] = handle
                 if not hashing.is_known(entry.file):  # not hashed, nor being hashed ahead
                     start = min(e.begin for e in self._entries.values() if e.file == entry.file)
-                    self._hashes[entry.file] = _StreamingHash(entry.file, handle.fileno(), start)
+                    self._hashes[entry.file] = hashing.StreamingHash(entry.file, handle.fileno(), start)
             stream = self._hashes.get(entry.file)
             on_bytes = stream.feed if stream is not None else None
-            return _read_entry(handle, entry, on_bytes, pool=self.pool, span=span)
+            return read_tensor(handle, entry, on_bytes, pool=self.pool, span=span)
         file = self._bin_map[key]
         if self._bin_cache is None or self._bin_cache[0] != file:
             self._bin_cache = None  # drop the previous shard before mapping the next
@@ -289,6 +284,11 @@ class Checkpoint:
         if span is not None:
             tensor = tensor.reshape(-1)[span[0] : span[1]]
         return tensor.clone()
+
+    def give_back(self, tensor: torch.Tensor) -> None:
+        """Return a tensor from :meth:`get` to :attr:`pool`, the read buffers of a merge."""
+        if self.pool is not None:
+            self.pool.give(tensor)
 
     def close(self) -> None:
         for handle in self._handles.values():
@@ -323,12 +323,12 @@ class Checkpoint:
             digest.update(f"{f.name}:{self._file_sha256(f)}\n".encode())
         return digest.hexdigest()
 
-    def provenance(self, with_hash: bool = True) -> dict[str, Any]:
+    def provenance(self, with_hash: bool = True) -> dict[str, str]:
         """Where this checkpoint came from: hub id and revision, or local path and sha256."""
-        info: dict[str, Any] = {"ref": self.ref, "path": str(self.path), "format": self.format}
+        info = {"ref": self.ref, "path": str(self.path), "format": self.format}
         if self.repo_id:
             info["hub_id"] = self.repo_id
-            info["revision"] = self.revision
+            info["revision"] = str(self.revision)  # a snapshot folder always names its commit
         elif with_hash:
             info["sha256"] = self.sha256()
         return info
@@ -351,6 +351,7 @@ class StateDictSource:
 
     #: get() returns the caller's own tensors: never modify them in place
     fresh_reads = False
+    reads_spans = True
 
     def __init__(
         self, tensors: Mapping[str, torch.Tensor], name: str = "<state dict>", config: dict | None = None
@@ -383,18 +384,74 @@ class StateDictSource:
         """Elements ``start:stop`` of the flattened tensor (a view where possible: read only)."""
         return self.get(key).reshape(-1)[start:stop]
 
-    def provenance(self, with_hash: bool = True) -> dict[str, Any]:
+    def storage_order(self) -> list[str]:
+        return self.keys()
+
+    def give_back(self, tensor: torch.Tensor) -> None:
+        pass  # the tensors are the caller's own
+
+    def provenance(self, with_hash: bool = True) -> dict[str, str]:
         return {"ref": self.name, "format": "in-memory"}
 
 
-def as_source(obj: str | os.PathLike[str] | TensorSource | Mapping[str, torch.Tensor]) -> Any:
-    """Turn a path, hub id, state dict or source into a :class:`TensorSource`."""
+class WholeTensorSource:
+    """A :class:`TensorSource` over an object that offers only the minimal read protocol
+    (``keys``, ``shape``, ``dtype``, ``get``): every read is of a whole tensor, and the
+    provenance names the object's type."""
+
+    fresh_reads = False
+    reads_spans = False
+
+    def __init__(self, source: MinimalSource) -> None:
+        self.source = source
+        self.name: str = str(getattr(source, "name", type(source).__name__))
+        self.config: dict[str, Any] = dict(getattr(source, "config", None) or {})
+
+    def keys(self) -> list[str]:
+        return list(self.source.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in list(self.source.keys())
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.source.shape(key))
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self.source.dtype(key)
+
+    def get(self, key: str) -> torch.Tensor:
+        tensor: torch.Tensor = self.source.get(key)
+        return tensor
+
+    def get_span(self, key: str, start: int, stop: int) -> torch.Tensor:
+        return self.get(key).reshape(-1)[start:stop]
+
+    def storage_order(self) -> list[str]:
+        return self.keys()
+
+    def give_back(self, tensor: torch.Tensor) -> None:
+        pass
+
+    def provenance(self, with_hash: bool = True) -> dict[str, str]:
+        return {"ref": self.name, "format": type(self.source).__name__}
+
+
+#: what an object needs to be used as a TensorSource as it is
+_PROTOCOL = ("name", "config", "fresh_reads", "reads_spans", "keys", "__contains__", "shape", "dtype",
+             "get", "get_span", "storage_order", "give_back", "provenance")  # fmt: skip
+
+
+def as_source(obj: SourceLike) -> TensorSource:
+    """Turn a path, hub id, state dict or source into a :class:`TensorSource`; an object with
+    only ``keys``, ``get``, ``shape`` and ``dtype`` is wrapped in a :class:`WholeTensorSource`."""
     if isinstance(obj, (str, os.PathLike)):
         return Checkpoint(obj)
     if isinstance(obj, Mapping):
         return StateDictSource(obj)
+    if all(hasattr(obj, attr) for attr in _PROTOCOL):
+        return cast(TensorSource, obj)
     if all(hasattr(obj, attr) for attr in ("keys", "get", "shape", "dtype")):
-        return obj
+        return WholeTensorSource(obj)
     raise CheckpointError(
         f"cannot read weights from {type(obj).__name__}; pass a directory, hub id or state dict"
     )

@@ -1,13 +1,25 @@
 """sha256 of weight files, for the record of a merge's inputs, computed off the critical path.
 
-Hashing costs about half a second of one core per GB, as much as reading the file from a fast
-disk. A merge needs the hashes of its local inputs only for the model card it writes last, so
-:func:`read_ahead` starts them as soon as the inputs are known: a child process reads the
-files front to back into the page cache, and other child processes hash them behind it,
-alongside the torch import and the arithmetic, whose reads then mostly come from memory.
-When the inputs would not fit in half the free memory, nothing is started ahead, since the
-merge would then read every file twice from disk; a :class:`~taskrank.checkpoints.Checkpoint`
-instead hashes the bytes its tensor reads bring in.
+Hashing a file costs about as much CPU time as reading it from a fast disk takes, so a merge
+that hashed its inputs on its own path would take about twice the time of its I/O
+(``benchmarks/merge.md`` has the measurements, for t5-base and extrapolated to 7B). A merge
+needs the hashes of its local inputs only for the model card it writes last, so
+:func:`read_ahead` starts them as soon as the inputs are known, in three steps:
+
+1. a child process reads the files front to back into the page cache (``_READER``), so the
+   merge's reads, a tensor from each input in turn, mostly come from memory;
+2. other child processes hash the files behind it (``_HASHER``), each printing one
+   ``<sha256> <index>`` line per file, from the page cache, alongside the torch import and
+   the arithmetic;
+3. a thread per hashing process reads those lines and resolves a future per file, which
+   :func:`sha256_file` waits for. A file a child could not hash (or a child that died)
+   resolves to None, and :func:`sha256_file` hashes it itself.
+
+They are processes, not threads, so that they take no interpreter lock from the merge. When
+the inputs would not fit in half the free memory (:func:`available_memory`, which respects a
+container's limit), nothing is started ahead, since the merge would then read every file twice
+from disk; a :class:`~taskrank.checkpoints.Checkpoint` instead hashes the bytes its tensor
+reads bring in.
 
 Hashes are also kept on disk, in ``$TASKRANK_CACHE/sha256`` (default ``~/.cache/taskrank``),
 keyed by the file's path, device, inode, size, modification and status-change times, as
@@ -53,40 +65,12 @@ class _Key(NamedTuple):
     ctime_ns: int
 
 
+# -- the hashes known: in this process, and on disk
+
 _LOCK = threading.Lock()
 _DONE: dict[_Key, str] = {}  # known hashes (this process)
 _AHEAD: dict[_Key, Future[str | None]] = {}  # hashes being computed (None: not after all)
 _HEX = frozenset("0123456789abcdef")
-_READ: set[_Key] = set()  # files a read-ahead process was started for
-_CHILDREN: list[subprocess.Popen[Any]] = []  # read-ahead and hashing processes still running
-
-
-def _spawn(code: str, files: list[Path], **kwargs: Any) -> subprocess.Popen[Any] | None:
-    """Start ``python -I -S -c code files...``; None (and a debug line) where that fails."""
-    _CHILDREN[:] = [p for p in _CHILDREN if p.poll() is None]  # reap the ones that have ended
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", code, *map(str, files)], stdin=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, **kwargs,
-        )  # fmt: skip
-    except OSError as exc:
-        log.debug("cannot start a read-ahead process: %s", exc)
-        return None
-    _CHILDREN.append(process)
-    return process
-
-
-@atexit.register
-def _stop_children() -> None:
-    """Stop the helpers still running when the interpreter ends: their work is only a hint."""
-    for process in _CHILDREN:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    _CHILDREN.clear()
-
-
-_Job = tuple[Path, _Key, "Future[str | None]"]
 
 
 def _key(file: Path, st: os.stat_result | None = None) -> _Key:
@@ -194,6 +178,86 @@ def sha256_file(file: str | os.PathLike[str]) -> str:
     return value
 
 
+# -- the hash of a merge's own reads (when nothing was hashed ahead)
+
+
+class StreamingHash:
+    """sha256 of a file computed from the reads a merge makes anyway: while tensors are read
+    in on-disk order, their bytes feed the digest, and only what was skipped is read again.
+
+    Every byte comes from one open file (``fd``), and the hash is recorded under that file's
+    state when hashing began, and only if the state is the same at the end: a file replaced
+    or rewritten during the merge never gets a hash of mixed content."""
+
+    def __init__(self, file: Path, fd: int, data_start: int) -> None:
+        self.file = file
+        self.fd = os.dup(fd)  # its own descriptor: the checkpoint may close its handle first
+        self.state = state_of(file, self.fd)
+        self.digest = hashlib.sha256()
+        self.digest.update(os.pread(fd, data_start, 0))
+        self.pos = data_start
+
+    def feed(self, begin: int, end: int, data: memoryview) -> None:
+        if begin == self.pos:
+            self.digest.update(data)
+            self.pos = end
+
+    def finish(self, chunk: int = 8 * 1024 * 1024) -> str:
+        try:
+            while block := os.pread(self.fd, chunk, self.pos):
+                self.digest.update(block)
+                self.pos += len(block)
+            value = self.digest.hexdigest()
+            unchanged = state_of(self.file, self.fd) == self.state
+        finally:
+            self.close()
+        if unchanged:
+            remember(self.file, value, self.state)
+        else:
+            log.warning("%s changed while it was read: its sha256 is not recorded", self.file)
+        return value
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+# -- hashing ahead, in child processes
+
+_READ: set[_Key] = set()  # files a read-ahead process was started for
+_CHILDREN: list[subprocess.Popen[Any]] = []  # read-ahead and hashing processes still running
+_Job = tuple[Path, _Key, "Future[str | None]"]  # a file to hash ahead, and where its hash goes
+
+
+def _spawn(code: str, files: list[Path], **kwargs: Any) -> subprocess.Popen[Any] | None:
+    """Start ``python -I -S -c code files...``; None (and a debug line) where that fails."""
+    _CHILDREN[:] = [p for p in _CHILDREN if p.poll() is None]  # reap the ones that have ended
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", code, *map(str, files)], stdin=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, **kwargs,
+        )  # fmt: skip
+    except OSError as exc:
+        log.debug("cannot start a read-ahead process: %s", exc)
+        return None
+    _CHILDREN.append(process)
+    return process
+
+
+@atexit.register
+def _stop_children() -> None:
+    """Stop the helpers still running when the interpreter ends: their work is only a hint."""
+    for process in _CHILDREN:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    _CHILDREN.clear()
+
+
 _MEMINFO = Path("/proc/meminfo")
 # (limit, usage) files of the memory cgroup as a container sees it, v2 then v1: the page cache
 # of a container counts against its limit
@@ -252,11 +316,11 @@ for name in sys.argv[1:]:
 def _read_through(files: list[Path]) -> subprocess.Popen[bytes] | None:
     """Start a child process that brings ``files`` into the page cache (see ``_READER``).
 
-    It reads front to back, while the merge reads its inputs side by side, a tensor from each
-    in turn; from a cold cache, ``benchmarks/bench_read.py`` timed the merge's order at 1.2 s
-    (0.7 s of CPU) for three t5-base checkpoints and this pass at 0.74 s (0.04 s of CPU).
-    ``posix_fadvise(WILLNEED)`` brought nothing in on that machine. The pass runs in its own
-    process: as a thread of the merge, reading ahead slowed the merge down in development runs.
+    It reads front to back, which a disk serves faster, and with less CPU, than the merge's own
+    order, a tensor from each input in turn; ``posix_fadvise(WILLNEED)`` brought nothing in
+    (``benchmarks/bench_read.py``; its figures are in ``benchmarks/merge.md``). The pass runs
+    in its own process: as a thread of the merge, reading ahead slowed the merge down in
+    development runs.
     """
     return _spawn(_READER, files, stdout=subprocess.DEVNULL)
 
@@ -271,10 +335,8 @@ def read_ahead(
     those whose sha256 is not known yet; :func:`sha256_file` later waits for the result.
     Nothing is started when the files together exceed half of ``memory`` (default:
     :func:`available_memory`; where that is unknown, nothing is started). ``processes``
-    defaults to one per file, leaving two cores to the merge, and at least two. Two processes
-    hash three t5-base checkpoints in 0.84 s against 1.33 s for one thread
-    (``benchmarks/bench_read.py``, 2 cores); as processes they share no interpreter lock with
-    the merge and hash the mapped file without copying it.
+    defaults to one per file, leaving two cores to the merge, and at least two. As processes
+    they share no interpreter lock with the merge and hash the mapped file without copying it.
     """
     found: dict[_Key, Path] = {}
     for file in files:

@@ -19,10 +19,10 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgp
 WEIGHT_INDEXES = (SAFE_INDEX, BIN_INDEX, "tf_model.h5.index.json", "flax_model.msgpack.index.json")
 
 # Files fetched from the hub for a checkpoint: configs, tokenizers, sentence-transformers modules.
-_HUB_FILES = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.py", "*/*.json", "*/*.txt", "README.md"]
+HUB_FILES = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.py", "*/*.json", "*/*.txt", "README.md"]
 
 
-def _in_hub_cache(path: Path) -> tuple[str, str] | None:
+def in_hub_cache(path: Path) -> tuple[str, str] | None:
     """(repo id, commit) when ``path`` is a snapshot folder of the hub cache."""
     if path.parent.name != "snapshots":
         return None

@@ -6,7 +6,38 @@ import os
 from pathlib import Path
 
 from ..errors import CheckpointError
-from .layout import _HUB_FILES
+from .layout import HUB_FILES
+
+
+def looks_local(ref: str) -> bool:
+    """Whether ``ref`` can only be a path, never a hub id (``org/name``): it starts with ``.``,
+    ``/`` or ``~``, has more than one ``/``, or holds a backslash.
+
+    >>> looks_local("./models/ranker"), looks_local("castorini/monot5-base-msmarco")
+    (True, False)
+    """
+    return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref
+
+
+def local_checkpoint(ref: str | os.PathLike[str]) -> Path | None:
+    """The directory a checkpoint reference names, or ``None`` when it is a hub id.
+
+    A reference that exists must be a directory; one that does not exist must not look like a
+    path (:func:`looks_local`). Either failure is a :class:`CheckpointError`. Nothing is fetched.
+
+    Example::
+
+        local_checkpoint("castorini/monot5-base-msmarco")  # None: a hub id
+    """
+    text = os.fspath(ref)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint {text!r} is a file; expected a model directory or a hub id")
+        return path
+    if looks_local(text):
+        raise CheckpointError(f"checkpoint directory {text!r} does not exist")
+    return None
 
 
 def resolve_checkpoint(ref: str | os.PathLike[str], revision: str | None = None) -> Path:
@@ -21,14 +52,9 @@ def resolve_checkpoint(ref: str | os.PathLike[str], revision: str | None = None)
         path = resolve_checkpoint("castorini/monot5-base-msmarco")
     """
     text = os.fspath(ref)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise CheckpointError(f"checkpoint {text!r} is a file; expected a model directory or a hub id")
+    path = local_checkpoint(text)
+    if path is not None:
         return path
-    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "")
-    if looks_local:
-        raise CheckpointError(f"checkpoint directory {text!r} does not exist")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -40,9 +66,9 @@ def resolve_checkpoint(ref: str | os.PathLike[str], revision: str | None = None)
     )
 
     try:
-        snap = Path(snapshot_download(text, revision=revision, allow_patterns=[*_HUB_FILES, "*.safetensors"]))
+        snap = Path(snapshot_download(text, revision=revision, allow_patterns=[*HUB_FILES, "*.safetensors"]))
         if not any(snap.glob("*.safetensors")):
-            snap = Path(snapshot_download(text, revision=revision, allow_patterns=[*_HUB_FILES, "*.bin"]))
+            snap = Path(snapshot_download(text, revision=revision, allow_patterns=[*HUB_FILES, "*.bin"]))
     except HFValidationError as exc:
         raise CheckpointError(
             f"checkpoint {text!r} is neither an existing directory nor a valid hub id"

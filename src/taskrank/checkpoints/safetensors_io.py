@@ -1,4 +1,21 @@
-"""File names and dtypes of Hugging Face weight files; safetensors reading and streaming writing."""
+"""Safetensors reading and streaming writing, by hand rather than through the ``safetensors``
+library, where the library cannot keep a merge within its bars (peak RSS ≤ 1.25 × one
+checkpoint, wall time ≤ 2 × the cold I/O floor): ``benchmarks/bench_safetensors.py`` runs
+the merge's reads and writes both ways, and ``benchmarks/merge.md`` records the outcome.
+
+- Reads (:func:`read_tensor`) are positioned reads into recycled buffers, and a merge feeds
+  the bytes it reads, at their offsets, to the sha256 of each input. ``safe_open`` memory-maps
+  the file: a mapping held through the merge keeps every page read resident (peak RSS about
+  three checkpoints, over the bar). One opened anew per read stays within the memory bar;
+  against these reads its speed is not settled (the runs recorded disagree), so the reads
+  are kept until a quiet machine decides.
+- The header (:func:`read_header`) is parsed here for the byte offsets, which the library
+  does not expose (a merge reads in on-disk order and hashes the bytes it reads), and for
+  errors that name the file and what is wrong with it.
+- Writes (:class:`ShardedSafetensorsWriter`) stream a tensor, or a piece of one, as soon as
+  it is computed; ``save_file`` takes the whole state dict, so the output would be in memory
+  at once.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +57,9 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class _Entry:
+class TensorEntry:
+    """Where one tensor lies in a weight file, and what it is."""
+
     file: Path
     dtype: torch.dtype
     shape: tuple[int, ...]
@@ -48,7 +67,10 @@ class _Entry:
     end: int
 
 
-def _read_safetensors_header(file: Path) -> tuple[dict[str, _Entry], dict[str, str]]:
+def read_header(file: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+    """The tensors of the safetensors ``file`` (by name) and its ``__metadata__``; a
+    :class:`CheckpointError` naming the file when the header is truncated, impossible or
+    points past the end of the file."""
     try:
         size = file.stat().st_size
         with open(file, "rb") as handle:
@@ -71,7 +93,7 @@ def _read_safetensors_header(file: Path) -> tuple[dict[str, _Entry], dict[str, s
         raise CheckpointError(f"corrupt safetensors file {file}: header is not a JSON object")
     data_start = 8 + header_len
     metadata = header.pop("__metadata__", None) or {}
-    entries: dict[str, _Entry] = {}
+    entries: dict[str, TensorEntry] = {}
     for name, spec in header.items():
         try:
             code, shape, (begin, end) = (
@@ -90,7 +112,7 @@ def _read_safetensors_header(file: Path) -> tuple[dict[str, _Entry], dict[str, s
                 f"corrupt or truncated safetensors file {file}: tensor {name!r} needs bytes "
                 f"{data_start + begin}..{data_start + end} of a {size}-byte file"
             )
-        entries[name] = _Entry(file, dtype, shape, data_start + begin, data_start + end)
+        entries[name] = TensorEntry(file, dtype, shape, data_start + begin, data_start + end)
     return entries, metadata
 
 
@@ -98,10 +120,9 @@ class BufferPool:
     """Recycled memory for tensor reads.
 
     Reading into fresh memory costs a page fault per page, and on Linux that is most of
-    the time of a read from the page cache (the tensors of three t5-base checkpoints, 2.7 GB:
-    0.51 s into new buffers, 0.10 s into recycled ones, in ``benchmarks/bench_read.py`` on the
-    development machine). A merge hands each finished tensor back with :meth:`give`, and the
-    next read reuses its memory. Requests of up to ``block`` bytes (the pieces a merge to disk
+    the time of a read from the page cache (``benchmarks/bench_read.py``, whose figures are in
+    ``benchmarks/merge.md``). A merge hands each finished tensor back with :meth:`give`, and
+    the next read reuses its memory. Requests of up to ``block`` bytes (the pieces a merge to disk
     reads) all share buffers of exactly ``block`` bytes, so that any idle one fits the next
     read; larger requests are recycled by exact size. At most ``limit`` bytes wait idle; the
     oldest go first.
@@ -149,9 +170,9 @@ class BufferPool:
                 self._idle_bytes -= self._idle.pop(0).nbytes
 
 
-def _read_entry(
+def read_tensor(
     handle: BinaryIO,
-    entry: _Entry,
+    entry: TensorEntry,
     on_bytes: Callable[[int, int, memoryview], None] | None = None,
     pool: BufferPool | None = None,
     span: tuple[int, int] | None = None,
@@ -269,7 +290,7 @@ class ShardedSafetensorsWriter:
         nbytes = tensor.numel() * tensor.element_size()
         if nbytes and self._handle is not None:
             flat = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-            self._handle.write(memoryview(flat.numpy()))
+            self._handle.write(flat.numpy().data)
         self._written += nbytes
         if self._written == spec.nbytes:
             self._next += 1

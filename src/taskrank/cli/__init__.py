@@ -197,23 +197,7 @@ def _interrupted(hint: str = "") -> NoReturn:
 
 
 def entry() -> None:
-    """The ``taskrank`` console script: :func:`main`, then a prompt end of the process.
-
-    An interpreter that has imported torch spends 0.2–0.3 s tearing itself down (finalizers,
-    freeing every object), a tenth of a whole ``taskrank merge`` of t5-base. Once a command
-    has returned, its outputs are complete and renamed into place and its worker threads
-    joined, so the process flushes its streams and logs and ends with ``os._exit``.
-    Exit statuses are :func:`main`'s.
-    """
-    try:
-        main()
-        code: int | str | None = 0
-    except SystemExit as exc:
-        code = exc.code
-    if code is not None and not isinstance(code, int):
-        print(code, file=sys.stderr)  # sys.exit("message") semantics
-        code = 1
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
+    """The ``taskrank`` console script: :func:`main` (a plain interpreter exit follows; ending
+    with ``os._exit`` saved too little on a real-size merge to be worth it, see
+    ``benchmarks/merge.md``)."""
+    main()

@@ -45,49 +45,28 @@ def retrieve_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
 ) -> None:
     """BM25 top-k for every judged query of a dataset; the parameters go to RUN.json."""
-    import time
-
-    from ..atomic import write_json
-    from ..data import load_beir, load_corpus, load_queries, read_qrels, restrict_to_judged, write_run
-    from ..retrieval import BM25Params, get_index
+    from ..retrieval import BM25Params, retrieve
 
     params = BM25Params(language=language, k1=k1, b=b, variant=variant)
     check_output(out, overwrite)
-    if dataset is not None:
-        if corpus is not None or queries is not None:
-            raise ConfigError("give either --dataset or --corpus/--queries, not both")
-        data = load_beir(dataset, split=split, cache_dir=cache_dir, progress=not quiet)
-        docs, topics, source = data.corpus, data.queries, {"dataset": str(dataset), "split": split}
-        corpus_name = str(data.path or dataset)
-    elif corpus is not None and queries is not None:
-        docs, topics = load_corpus(corpus), load_queries(queries)
-        if qrels is not None:
-            topics, _, _ = restrict_to_judged(topics, read_qrels(qrels), docs, source=str(qrels))
-        source = {"corpus": str(corpus), "queries": str(queries), "qrels": str(qrels) if qrels else None}
-        corpus_name = str(corpus)
-    else:
-        raise ConfigError("give --dataset, or both --corpus and --queries")
-    start = time.perf_counter()
-    index = get_index(docs, params, cache_dir=index_cache, progress=not quiet, source=corpus_name)
-    run = index.search(topics, k=k, progress=not quiet)
-    seconds = time.perf_counter() - start
-    write_run(run, out, tag=tag)
-    meta = {
-        "bm25": params.to_dict(),
-        "k": k,
-        "source": source,
-        "documents": len(docs),
-        "queries": len(topics),
-        "queries_without_results": sum(1 for v in run.values() if not v),
-        "index": str(index.path) if index.path else None,
-        "index_from_cache": index.from_cache,
-    }
-    write_json(out.with_name(out.name + ".json"), meta)
+    found = retrieve(
+        dataset=dataset,
+        split=split,
+        corpus=corpus,
+        queries=queries,
+        qrels=qrels,
+        k=k,
+        params=params,
+        cache_dir=cache_dir,
+        index_cache=index_cache,
+        progress=not quiet,
+    )
+    found.write(out, tag=tag)
     if not quiet:
-        cached = " (cached index)" if index.from_cache else ""
+        cached = " (cached index)" if found.index_from_cache else ""
         typer.echo(
-            f"BM25 {variant} k1={k1} b={b} {params.language}: {len(topics)} queries × {len(docs)} docs "
-            f"in {seconds:.1f}s{cached}; wrote {out}"
+            f"BM25 {variant} k1={k1} b={b} {params.language}: {found.queries} queries × {found.documents} "
+            f"docs in {found.seconds:.1f}s{cached}; wrote {out}"
         )
 
 

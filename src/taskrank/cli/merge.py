@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import gc
-import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from ..arithmetic.options import DTYPE_NAMES, MODES, VOCAB_POLICIES
+from ..vocabulary import DTYPES, MODES, VOCAB_POLICIES
 
 
 def merge_command(
@@ -32,7 +27,7 @@ def merge_command(
     exclude: list[str] = typer.Option([], "--exclude", help="Glob on tensor names to exclude (repeatable)."),
     vocab_policy: str = typer.Option("strict", "--vocab-policy", help=f"{' | '.join(VOCAB_POLICIES)}."),
     dtype: str | None = typer.Option(
-        None, "--dtype", help=f"Output dtype: {' | '.join(DTYPE_NAMES)} (default: the ranker's)."
+        None, "--dtype", help=f"Output dtype: {' | '.join(DTYPES)} (default: the ranker's)."
     ),
     max_shard_size: str = typer.Option("2GB", "--max-shard-size", help="Largest safetensors shard."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
@@ -45,7 +40,8 @@ def merge_command(
 
     check_output(out, overwrite, folder=True)
     read_ahead(f for ref in (ranker, domain, pretrained) for f in _local_weight_files(ref))
-    merge = _import_engine()
+    from ..arithmetic import merge
+
     result = merge(
         ranker,
         domain,
@@ -55,7 +51,7 @@ def merge_command(
         mode=mode,
         include=include,
         exclude=exclude,
-        vocab_policy=vocab_policy,  # type: ignore[arg-type]
+        vocab_policy=vocab_policy,
         dtype=dtype,
         out=out,
         overwrite=overwrite,
@@ -69,40 +65,14 @@ def merge_command(
         typer.echo(f"wrote {result.path} (model card: {result.path}/README.md)")
 
 
-def _import_engine() -> Callable[..., Any]:
-    """:func:`taskrank.merge`, imported. In a fresh process this loads torch (and numpy), about
-    0.9 s of one core, while the read-ahead and hashing processes want the other cores:
-
-    - the garbage collector is paused for the import, whose objects all live on anyway (0.1 s
-      saved on the development machine), and they are then frozen out of later collections;
-    - numpy's OpenBLAS, unless told otherwise, starts no worker threads: they would spin for
-      about 0.1 s after loading, and a merge never calls BLAS.
-
-    Where torch is loaded already (another command, a test, a notebook), nothing is changed."""
-    if "torch" not in sys.modules:
-        if "numpy" not in sys.modules:
-            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            from ..arithmetic import merge
-        finally:
-            if collecting:
-                gc.enable()
-        gc.freeze()
-    from ..arithmetic import merge
-
-    return merge
-
-
 def _local_weight_files(ref: str) -> list[Path]:
     """The weight files of a local checkpoint folder outside the hub cache (whose snapshots are
     recorded by revision, not hashed); none for a hub id or a folder without weights."""
-    from ..checkpoints.layout import _in_hub_cache, weight_files
+    from ..checkpoints.layout import in_hub_cache, weight_files
     from ..errors import CheckpointError
 
     path = Path(ref).expanduser()
-    if not path.is_dir() or _in_hub_cache(path):
+    if not path.is_dir() or in_hub_cache(path):
         return []
     try:
         return weight_files(path)[1]

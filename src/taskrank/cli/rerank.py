@@ -6,22 +6,25 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ..errors import ConfigError, DataError
-from ..vocabulary import KINDS  # not ..rerankers: the command line starts without numpy
+from ..vocabulary import Kind  # not ..rerankers: no numpy at start-up; typer lists a Literal's values
+
+if TYPE_CHECKING:
+    from ..data import Run
 
 logger = logging.getLogger(__name__)
 
 
-def parse_option(text: str) -> tuple[str, Any]:
+def parse_option(text: str) -> tuple[str, str | int | bool]:
     """``KEY=VALUE`` → (key, value); integers and true/false are converted, the rest stays text."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--option expects KEY=VALUE, got {text!r}")
-    value: Any = raw
+    value: str | int | bool = raw
     if raw.lower() in ("true", "false"):
         value = raw.lower() == "true"
     elif raw.lstrip("-").isdigit():
@@ -29,9 +32,7 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def restrict_to_split(
-    run: dict[str, Any], queries: Mapping[str, str], split: str, source: Path
-) -> dict[str, Any]:
+def restrict_to_split(run: Run, queries: Mapping[str, str], split: str, source: Path) -> Run:
     """The candidates of the split's queries only, as ``fuse`` and ``evaluate`` take a run; how
     many queries were dropped goes to stderr in one line. None left of a run that had some is a
     :class:`DataError`."""
@@ -52,7 +53,7 @@ def restrict_to_split(
 
 def rerank_command(
     model: str = typer.Option(..., "--model", "-m", help="Checkpoint directory or hub id."),
-    kind: str = typer.Option(..., "--kind", "-k", help=f"Scoring family: {' | '.join(KINDS)}."),
+    kind: Kind = typer.Option(..., "--kind", "-k", help="Scoring family."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="BEIR folder (or dataset name)."),
     candidates: Path = typer.Option(..., "--candidates", "-c", help="First-stage TREC run to re-rank."),
     out: Path = typer.Option(..., "--out", "-o", help="Output TREC run (written atomically)."),
@@ -86,12 +87,11 @@ def rerank_command(
 ) -> None:
     """Re-rank the top-k candidates of each query with a model of the given family."""
     from ..data import load_beir, read_run, write_run
-    from ..rerankers import load_reranker, reranker_class, select_candidates
+    from ..rerankers import load_reranker, select_candidates
     from ..threads import resolve_threads, torch_threads
     from . import check_output
 
-    reranker_class(kind)  # an unknown kind fails before anything is read
-    options = dict(parse_option(text) for text in option)
+    options: dict[str, Any] = dict(parse_option(text) for text in option)  # family options
     check_output(out, overwrite)
     data = load_beir(dataset, split=split, progress=not quiet)
     run = restrict_to_split(read_run(candidates), data.queries, split, candidates)

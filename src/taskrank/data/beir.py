@@ -20,6 +20,7 @@ from pathlib import Path
 from ..atomic import atomic_dir
 from ..errors import DataError
 from ..paths import cache_root
+from ..progress import progress_bar
 from .formats import Corpus, PathLike, Qrels, Queries, load_corpus, load_queries, read_qrels
 
 logger = logging.getLogger(__name__)
@@ -90,8 +91,6 @@ def _md5(path: Path) -> str:
 
 def _fetch(url: str, dest: Path, progress: bool) -> None:
     """Stream ``url`` into ``dest``; a short read (fewer bytes than Content-Length) is a DataError."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
     try:
         response = urllib.request.urlopen(url, timeout=60)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
@@ -100,15 +99,8 @@ def _fetch(url: str, dest: Path, progress: bool) -> None:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         received = 0
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            disable=not progress,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(f"download {Path(url).name}", total=total)
+        description = f"download {Path(url).name}"
+        with progress_bar(total, description, progress, download=True, transient=True) as bar:
             while True:
                 try:
                     block = response.read(1 << 20)
@@ -118,7 +110,7 @@ def _fetch(url: str, dest: Path, progress: bool) -> None:
                     break
                 out.write(block)
                 received += len(block)
-                bar.update(task, advance=len(block))
+                bar.advance(len(block))
     if total is not None and received != total:
         raise DataError(f"download of {url} is incomplete: {received} of {total} bytes")
 

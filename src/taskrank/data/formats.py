@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from ..atomic import atomic_file
@@ -46,14 +46,25 @@ def doc_text(doc: Mapping[str, str]) -> str:
     return (f"{doc.get('title') or ''} {doc.get('text') or ''}").strip()
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, decoded line without newline)``; non-UTF-8 bytes are a DataError."""
+def read_lines(
+    path: PathLike, *, on_bytes: Callable[[bytes], object] | None = None
+) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, line without its newline)`` of a text file, gzip-compressed when its
+    name ends in ``.gz``; a UTF-8 byte-order mark on the first line is dropped.
+
+    Bytes that are not UTF-8, or a file that cannot be read, are a :class:`DataError` naming the
+    file (and line). ``on_bytes``, when given, is called with every line's raw bytes as read
+    (after decompression), such as a hash's ``update`` that fingerprints the file in the same pass.
+    """
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
+                if on_bytes is not None:
+                    on_bytes(raw)
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -68,8 +79,18 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path}: cannot be read ({exc})") from exc
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
-    for number, line in _lines(path):
+def read_jsonl(
+    path: PathLike, *, on_bytes: Callable[[bytes], object] | None = None
+) -> Iterator[tuple[int, dict[str, object]]]:
+    """Yield ``(line number, object)`` for each non-blank line of a JSONL file (``.gz`` too).
+
+    A line that is not JSON, or not a JSON object, is a :class:`DataError` naming the file and
+    line. ``on_bytes`` is as in :func:`read_lines`.
+
+    >>> for number, record in read_jsonl("scifact/corpus.jsonl.gz"):  # doctest: +SKIP
+    ...     print(number, record["_id"])
+    """
+    for number, line in read_lines(path, on_bytes=on_bytes):
         if not line.strip():
             continue
         try:
@@ -133,7 +154,7 @@ def load_corpus(path: PathLike) -> Corpus:
     corpus: Corpus = {}
     first_seen: dict[str, str] = {}
     for file in files:
-        for number, record in _jsonl_records(file):
+        for number, record in read_jsonl(file):
             doc_id = _record_id(file, number, record)
             if doc_id in corpus:
                 raise DataError(
@@ -175,7 +196,7 @@ def load_queries(path: PathLike, format: str = "auto") -> Queries:
         elif name.endswith(".tsv"):
             format = "tsv"
         else:
-            head = next((line for _, line in _lines(file) if line.strip()), "")
+            head = next((line for _, line in read_lines(file) if line.strip()), "")
             format = "trec" if head.lstrip().lower().startswith(("<top", "<topics", "<?xml")) else "tsv"
     if format == "jsonl":
         return _queries_jsonl(file)
@@ -196,7 +217,7 @@ def _add_query(
 def _queries_jsonl(file: Path) -> Queries:
     queries: Queries = {}
     first_line: dict[str, int] = {}
-    for number, record in _jsonl_records(file):
+    for number, record in read_jsonl(file):
         qid = _record_id(file, number, record)
         key = "text" if "text" in record else "query" if "query" in record else "text"
         _add_query(queries, first_line, file, number, qid, _string_field(file, number, record, key, True))
@@ -208,7 +229,7 @@ def _queries_jsonl(file: Path) -> Queries:
 def _queries_tsv(file: Path) -> Queries:
     queries: Queries = {}
     first_line: dict[str, int] = {}
-    for number, line in _lines(file):
+    for number, line in read_lines(file):
         if not line.strip():
             continue
         parts = line.split("\t")
@@ -222,7 +243,7 @@ def _queries_tsv(file: Path) -> Queries:
 
 
 def _queries_trec(file: Path) -> Queries:
-    text = "\n".join(line for _, line in _lines(file))
+    text = "\n".join(line for _, line in read_lines(file))
     queries: Queries = {}
     first_line: dict[str, int] = {}
     for match in _TOP_RE.finditer(text):
@@ -272,7 +293,7 @@ def read_qrels(path: PathLike) -> Qrels:
     file = Path(path)
     qrels: Qrels = {}
     seen: dict[tuple[str, str], int] = {}
-    for number, line in _lines(file):
+    for number, line in read_lines(file):
         parts = _fields(file, number, line, (3, 4))
         if not parts:
             continue
@@ -338,7 +359,7 @@ def read_run(path: PathLike) -> Run:
     """
     file = Path(path)
     run: Run = {}
-    for number, line in _lines(file):
+    for number, line in read_lines(file):
         parts = _fields(file, number, line, (6,))
         if not parts:
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 from .fusion import FUSION_METHODS, fuse, min_max, rrf, tune_fusion, weight_grid, weighted_sum
 from .metrics import (
     DEFAULT_METRICS,
+    METRIC_ALIASES,
     METRIC_FAMILIES,
     RULES,
     Evaluation,
@@ -22,6 +23,7 @@ __all__ = [
     "CORRECTIONS",
     "DEFAULT_METRICS",
     "FUSION_METHODS",
+    "METRIC_ALIASES",
     "METRIC_FAMILIES",
     "RULES",
     "TESTS",

@@ -25,7 +25,6 @@ Two rules decide which queries count, and reports state both:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,18 +33,19 @@ import numpy as np
 
 from ..data import ranked
 from ..errors import ConfigError, DataError
+from ..vocabulary import METRIC_ALIASES, METRIC_FAMILIES, canonical_metric, display_metric, parse_metric
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "p@10", "ndcg@3", "recall@100", "map@100", "mrr@10")
 
-# our metric family -> (trec_eval measure at a cutoff k, display name)
-METRIC_FAMILIES: dict[str, tuple[str, str]] = {
-    "ndcg": ("ndcg_cut", "nDCG"),
-    "p": ("P", "P"),
-    "recall": ("recall", "R"),
-    "map": ("map_cut", "MAP"),
-    "mrr": ("recip_rank", "MRR"),
+# our metric family -> trec_eval measure at a cutoff k (the grammar itself is taskrank.vocabulary's)
+_CUT: dict[str, str] = {
+    "ndcg": "ndcg_cut",
+    "p": "P",
+    "recall": "recall",
+    "map": "map_cut",
+    "mrr": "recip_rank",
 }
 # our metric family -> trec_eval measure without a cutoff (over every retrieved document)
 _UNCUT: dict[str, str] = {
@@ -55,43 +55,15 @@ _UNCUT: dict[str, str] = {
     "map": "map",
     "mrr": "recip_rank",
 }
-_ALIASES = {"precision": "p", "r": "recall", "ap": "map", "rr": "mrr"}
-_METRIC_RE = re.compile(r"^([a-z]+)(?:@(\d+))?$")
+if set(_CUT) != set(METRIC_FAMILIES) or set(_UNCUT) != set(METRIC_FAMILIES):
+    raise RuntimeError(
+        "taskrank.evaluation.metrics: its trec_eval measures do not match vocabulary.METRIC_FAMILIES"
+    )
 
 RULES: tuple[str, ...] = (
     "Queries without relevance judgments are excluded.",
     "A judged query with no retrieved documents counts as 0 for every metric.",
 )
-
-
-def parse_metric(name: str) -> tuple[str, int | None]:
-    """Normalise a metric name: ``"nDCG@10" -> ("ndcg", 10)``, ``"P@10" -> ("p", 10)``.
-
-    >>> parse_metric("R@100")
-    ('recall', 100)
-    """
-    match = _METRIC_RE.match(name.strip().lower())
-    family = _ALIASES.get(match.group(1), match.group(1)) if match else None
-    if match is None or family not in METRIC_FAMILIES:
-        valid = ", ".join(f"{f}@k" for f in METRIC_FAMILIES)
-        raise ConfigError(f"unknown metric {name!r}; valid: {valid} (k optional, e.g. ndcg@10, p@10, map)")
-    k = int(match.group(2)) if match.group(2) else None
-    if k is not None and k < 1:
-        raise ConfigError(f"metric {name!r}: the cutoff must be >= 1")
-    return family, k
-
-
-def canonical_metric(name: str) -> str:
-    """``"P@10" -> "p@10"``, ``"nDCG@10" -> "ndcg@10"``, ``"R@100" -> "recall@100"``."""
-    family, k = parse_metric(name)
-    return family if k is None else f"{family}@{k}"
-
-
-def display_metric(name: str) -> str:
-    """The name a paper prints: ``"ndcg@10" -> "nDCG@10"``, ``"p@10" -> "P@10"``."""
-    family, k = parse_metric(name)
-    label = METRIC_FAMILIES[family][1]
-    return label if k is None else f"{label}@{k}"
 
 
 def _trec_eval_measures(keys: Sequence[str]) -> tuple[set[str], dict[str, tuple[str, int | None]]]:
@@ -107,7 +79,7 @@ def _trec_eval_measures(keys: Sequence[str]) -> tuple[set[str], dict[str, tuple[
             plain.add(_UNCUT[family])
             read[key] = (_UNCUT[family], k)
         else:
-            measure = METRIC_FAMILIES[family][0]
+            measure = _CUT[family]
             cutoffs.setdefault(measure, set()).add(k)
             read[key] = (f"{measure}_{k}", None)
     measures = plain | {f"{m}.{','.join(map(str, sorted(ks)))}" for m, ks in cutoffs.items()}
@@ -218,3 +190,16 @@ def evaluate(
                 per_query[key][qid] = value
     mean = {k: float(np.mean([per_query[k][q] for q in judged])) for k in keys}
     return Evaluation(tuple(keys), judged, per_query, mean, excluded, empty)
+
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "METRIC_ALIASES",
+    "METRIC_FAMILIES",
+    "RULES",
+    "Evaluation",
+    "canonical_metric",
+    "display_metric",
+    "evaluate",
+    "parse_metric",
+]

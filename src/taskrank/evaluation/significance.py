@@ -20,16 +20,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..report import latex_escape
+from ..latex import latex_escape
+from ..vocabulary import CORRECTIONS, SIGNIFICANCE_TESTS
 from .metrics import DEFAULT_METRICS, RULES, Evaluation, canonical_metric, display_metric, evaluate
 
 logger = logging.getLogger(__name__)
 
-TESTS: dict[str, str] = {
-    "student": "paired Student's t-test",
-    "fisher": "Fisher's randomisation test",
-}
-CORRECTIONS: dict[str, str] = {"bonferroni": "Bonferroni correction", "none": "no correction"}
+#: The paired tests, name -> description (taskrank.vocabulary's list, under its old name).
+TESTS: dict[str, str] = SIGNIFICANCE_TESTS
 
 # per-query differences this small are rounding noise, not a difference: such a pair gets p = 1
 EQUAL_TOLERANCE = 1e-12

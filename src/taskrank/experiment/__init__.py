@@ -17,8 +17,11 @@ import os
 
 from ..config import ExperimentConfig, load_config
 from .cache import FingerprintMemo, StepCache, digest
+from .models import ModelState
+from .output import slug
 from .preflight import check_output, load_data, model_depth
-from .runner import Experiment, ExperimentResult, ModelState, PlannedStep, slug
+from .runner import Experiment, ExperimentResult
+from .steps import PlannedStep
 
 
 def _as_config(config: ExperimentConfig | str | os.PathLike[str]) -> ExperimentConfig:

@@ -34,10 +34,12 @@ CACHE_VERSION = 2
 #: values mean the same), so they are found, reported and rewritten in place rather than left
 #: behind as orphans, which a new CACHE_VERSION would do.
 ENTRY_FORMAT = 2
+#: the stat data of a checkpoint folder's files: [name, size, mtime, device, inode, ctime] each
+Stamp = list[list[str | int]]
 _ENTRY_FIELDS = ("format", "step", "key", "checksum", "value")
 
 
-def digest(obj: Any) -> str:
+def digest(obj: object) -> str:
     """sha256 of the canonical JSON of ``obj`` (sorted keys).
 
     >>> digest({"b": 1, "a": [0.5]}) == digest({"a": [0.5], "b": 1})
@@ -58,7 +60,7 @@ def texts_digest(items: Mapping[str, str]) -> str:
     return h.hexdigest()
 
 
-def checksum(value: Any) -> str:
+def checksum(value: object) -> str:
     """``sha256:`` of the canonical JSON of a cached value. Unlike :func:`digest` it accepts NaN
     (a model may score NaN), which JSON round-trips as written.
 
@@ -69,7 +71,7 @@ def checksum(value: Any) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _entry_problem(entry: Any, step: str, key: str) -> str | None:
+def _entry_problem(entry: object, step: str, key: str) -> str | None:
     """Why ``entry`` cannot be trusted as the value of ``step``/``key``; None when it can."""
     if not isinstance(entry, dict):
         return f"it holds a JSON {type(entry).__name__}, not an entry object"
@@ -109,14 +111,14 @@ class StepCache:
         self.misses = 0
         self.invalid = 0  # entries found but not trusted (also counted as misses)
 
-    def key(self, step: str, inputs: Mapping[str, Any]) -> str:
+    def key(self, step: str, inputs: Mapping[str, object]) -> str:
         """The content address of ``step`` with these ``inputs``."""
         return digest({"step": step, "version": CACHE_VERSION, "inputs": inputs})[:32]
 
     def path(self, step: str, key: str) -> Path:
         return self.root / step / f"{key}.json"
 
-    def _read(self, step: str, key: str) -> Any:
+    def _read(self, step: str, key: str) -> object:
         """The value of a valid entry, or ``_ABSENT``. An invalid entry is logged (WARNING,
         naming the file and the reason) and counts as absent, so the step is computed again
         and its entry rewritten. A file that cannot be read at all is an error naming it."""
@@ -159,7 +161,7 @@ class StepCache:
         log.debug("cache hit %s/%s", step, key)
         return value
 
-    def put(self, step: str, key: str, value: Any, inputs: Mapping[str, Any] | None = None) -> None:
+    def put(self, step: str, key: str, value: object, inputs: Mapping[str, object] | None = None) -> None:
         """Store ``value`` (JSON-serialisable) atomically, with the step and key it was made
         for, the checksum of the value, and its inputs for inspection."""
         entry = {
@@ -173,7 +175,7 @@ class StepCache:
         write_json(self.path(step, key), entry)
 
 
-def _only_identity_changed(old: Any, new: list[list[Any]]) -> bool:
+def _only_identity_changed(old: object, new: Stamp) -> bool:
     """True when stamps agree on every file's name, size and mtime but not on device, inode or
     ctime: the files were replaced or rewritten, and their times put back."""
     if not isinstance(old, list) or not all(isinstance(e, list) and len(e) == 6 for e in old):
@@ -193,10 +195,10 @@ class FingerprintMemo:
 
     def __init__(self, file: str | os.PathLike[str]) -> None:
         self.file = Path(file)
-        self._data: dict[str, Any] | None = None
+        self._data: dict[str, object] | None = None
         self._dirty = False
 
-    def _load(self) -> dict[str, Any]:
+    def _load(self) -> dict[str, object]:
         if self._data is None:
             try:
                 data = json.loads(self.file.read_text(encoding="utf-8")) if self.file.is_file() else {}
@@ -210,12 +212,12 @@ class FingerprintMemo:
         return self._data
 
     @staticmethod
-    def _stamp(path: Path) -> list[list[Any]]:
+    def _stamp(path: Path) -> Stamp:
         from ..checkpoints.layout import weight_files
 
         files = {f for f in path.iterdir() if f.suffix in (".safetensors", ".bin", ".json", ".pt", ".pth")}
         files.update(weight_files(path)[1])  # shards an index may place in a subfolder
-        stamp = []
+        stamp: Stamp = []
         for file in sorted(files):
             if file.is_file():
                 st = file.stat()

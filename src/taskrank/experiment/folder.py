@@ -16,7 +16,6 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from ..atomic import is_temporary, observe_writes, write_json
 from ..config import ExperimentConfig
@@ -140,7 +139,7 @@ def _files(out: Path, own: frozenset[str], rel: str = "") -> Iterator[str]:
             yield path
 
 
-def _marker(out: Path) -> dict[str, Any] | None:
+def _marker(out: Path) -> dict[str, object] | None:
     try:
         recorded = json.loads((out / EXPERIMENT_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -8,6 +8,7 @@ scored with the experiment's :class:`Scoring`, resolved once from the ranker.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,10 @@ from ..config import DomainSystem, ExperimentConfig, parse_layers
 from .preflight import Checkpoints
 
 if TYPE_CHECKING:
-    from ..rerankers import ScoringSettings
+    import torch
+
+    from ..arithmetic import AlphaSweep
+    from ..rerankers import Reranker, ScoringSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,9 @@ class ModelState:
     mode: str = "only"
 
     @staticmethod
-    def merged(alpha: float, layers: Any = None, mode: str = "only") -> ModelState:
+    def merged(
+        alpha: float, layers: str | int | Sequence[int] | None = None, mode: str = "only"
+    ) -> ModelState:
         """θ_ranker + α·τ; α = 0 is the ranker itself (AlphaSweep restores it bit for bit)."""
         if alpha == 0:
             return ModelState("ranker")
@@ -68,9 +74,9 @@ class Scoring:
         """The settings ``role`` ("ranker", "merge" or "domain") is scored with."""
         return self.domain if role == "domain" and self.domain is not None else self.main
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The settings as the results state them (``results.json`` ``scoring``)."""
-        out: dict[str, Any] = {
+        out: dict[str, object] = {
             "kind": self.main.kind,
             "max_length": self.main.max_length,
             "max_length_from": self.max_length_from,
@@ -136,7 +142,7 @@ class ModelPool:
         config: ExperimentConfig,
         checkpoints: Checkpoints,
         scoring: Scoring,
-        device: Any,
+        device: torch.device | None,
         progress: bool,
     ) -> None:
         self.config = config
@@ -145,11 +151,11 @@ class ModelPool:
         self.device = device
         self.progress = progress
         self.loads: list[str] = []
-        self._ranker: Any = None
-        self._domain: Any = None
-        self._sweep: Any = None
+        self._ranker: Reranker | None = None
+        self._domain: Reranker | None = None
+        self._sweep: AlphaSweep | None = None
 
-    def _load(self, role: str, settings: ScoringSettings, tokenizer: Any) -> Any:
+    def _load(self, role: str, settings: ScoringSettings, tokenizer: str | None) -> Reranker:
         from ..rerankers import load_reranker
 
         scoring = self.config.scoring
@@ -166,7 +172,7 @@ class ModelPool:
             **settings.options,
         )
 
-    def reranker(self, state: ModelState) -> Any:
+    def reranker(self, state: ModelState) -> Reranker:
         """A re-ranker whose model holds the weights of ``state``."""
         models = self.config.trio()
         if state.role == "domain":

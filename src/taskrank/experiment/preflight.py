@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..config import AblationSystem, ExperimentConfig, MergeSystem, SweepSystem, parse_layers
 from ..errors import CheckpointError, ConfigError, DataError
-from .cache import texts_digest
+from .cache import FingerprintMemo, texts_digest
 from .folder import check_output as check_output  # re-exported: the output check is a preflight check
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class Checkpoints:
     not_downloaded: list[str] = field(default_factory=list)  # roles only looked up on the hub
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def _read_config(path: Path) -> dict[str, object]:
     file = path / "config.json"
     try:
         return json.loads(file.read_text(encoding="utf-8"))
@@ -110,13 +110,13 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{file} is unreadable: {exc}") from exc
 
 
-def model_depth(config: dict[str, Any]) -> int | None:
+def model_depth(config: Mapping[str, object]) -> int | None:
     """Number of transformer layers of a model config (the deeper stack of an encoder-decoder).
 
     >>> model_depth({"num_layers": 12, "num_decoder_layers": 12})
     12
     """
-    values = [config[k] for k in DEPTH_KEYS if isinstance(config.get(k), int)]
+    values = [value for value in (config.get(k) for k in DEPTH_KEYS) if isinstance(value, int)]
     return max(values) if values else None
 
 
@@ -138,7 +138,7 @@ def _hub_config_only(ref: str, revision: str | None) -> tuple[Path, str]:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HFValidationError
 
-    from ..checkpoints.layout import _in_hub_cache
+    from ..checkpoints.layout import in_hub_cache
 
     try:
         snapshot = Path(hf_hub_download(ref, "config.json", revision=revision)).parent
@@ -150,19 +150,21 @@ def _hub_config_only(ref: str, revision: str | None) -> tuple[Path, str]:
         raise CheckpointError(
             f"cannot find hub checkpoint {ref!r} (revision {revision or 'main'}): {exc}"
         ) from exc
-    hub = _in_hub_cache(snapshot)
+    hub = in_hub_cache(snapshot)
     if hub is None:
         raise CheckpointError(f"hub checkpoint {ref!r} resolved outside the hub cache ({snapshot})")
     return snapshot, f"{hub[0]}@{hub[1]}"
 
 
-def resolve_checkpoints(config: ExperimentConfig, memo: Any, *, download: bool = True) -> Checkpoints:
+def resolve_checkpoints(
+    config: ExperimentConfig, memo: FingerprintMemo, *, download: bool = True
+) -> Checkpoints:
     """Resolve every checkpoint the systems need and check layers and scoring families.
 
     With ``download=False`` (the dry run) a hub checkpoint is only looked up: its config is
     fetched (or read from the cache) and its fingerprint taken from the commit, no weights move.
     """
-    from ..checkpoints import resolve_checkpoint
+    from ..checkpoints.resolve import looks_local, resolve_checkpoint
 
     models = config.models
     if models is None:
@@ -173,7 +175,7 @@ def resolve_checkpoints(config: ExperimentConfig, memo: Any, *, download: bool =
         ref = getattr(models, role)
         revision = models.revisions.get(role)
         try:
-            if download or Path(ref).expanduser().exists() or _looks_local(ref):
+            if download or Path(ref).expanduser().exists() or looks_local(ref):
                 paths[role] = resolve_checkpoint(ref, revision)
             else:
                 paths[role], hub_only[role] = _hub_config_only(ref, revision)
@@ -190,11 +192,6 @@ def resolve_checkpoints(config: ExperimentConfig, memo: Any, *, download: bool =
         _check_family(kind, paths["domain"], f"models.domain {models.domain!r} (as a re-ranker)")
     fingerprints = {role: hub_only.get(role) or memo.fingerprint(path) for role, path in paths.items()}
     return Checkpoints(paths, fingerprints, depth, sorted(hub_only))
-
-
-def _looks_local(ref: str) -> bool:
-    # the rule of taskrank.checkpoints.resolve_checkpoint: such a ref is a path, never a hub id
-    return ref.startswith((".", "/", "~")) or ref.count("/") > 1
 
 
 def _check_layers(config: ExperimentConfig, depth: int | None, ranker: str) -> None:

@@ -21,32 +21,32 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from ..devices import resolve_device, resolve_dtype
 from ..errors import ConfigError, ModelError
-from . import base
-from .base import (
-    Packed,
-    Reranker,
-    plan_batches,
-    resolve_device,
-    resolve_dtype,
-    resolve_source,
-    select_candidates,
-)
+from ..vocabulary import KINDS
+from .base import Reranker, select_candidates
+from .batching import Packed, plan_batches
 from .bi_encoder import BiEncoderReranker
 from .cross_encoder import CrossEncoderReranker
+from .loading import Source, architectures_of, load_config, load_model, load_tokenizer, resolve_source
 from .monot5 import MonoT5Reranker
 from .query_likelihood import QueryLikelihoodReranker
 
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
 logger = logging.getLogger(__name__)
 
-#: kind → family class; the single source of the valid ``kind`` names.
+#: kind → family class, in the order of :data:`taskrank.vocabulary.KINDS` (the valid names).
 REGISTRY: dict[str, type[Reranker]] = {
     cls.kind: cls
     for cls in (MonoT5Reranker, CrossEncoderReranker, BiEncoderReranker, QueryLikelihoodReranker)
 }
-KINDS: tuple[str, ...] = tuple(REGISTRY)
+if tuple(REGISTRY) != KINDS:
+    raise RuntimeError(f"taskrank.rerankers registers {tuple(REGISTRY)}, but vocabulary.KINDS is {KINDS}")
 
 
 def reranker_class(kind: str) -> type[Reranker]:
@@ -109,20 +109,18 @@ def scoring_settings(
     cls = _check_arguments(kind, options, max_length, None)
     source = resolve_source(model)
     if revision is not None and source.local is None:
-        source = base.Source(source.ref, None, revision)
-    config = base.load_config(source)
-    cls.check_family(base.architectures_of(config), config, source.label)
-    settings, _ = _settle(cls, source, config, max_length, options)
+        source = Source(source.ref, None, revision)
+    settings, _ = _inspect_checkpoint(cls, source, max_length, options)
     return settings
 
 
 def load_reranker(
-    model: Any,
+    model: str | os.PathLike[str] | torch.nn.Module,
     kind: str,
     *,
-    tokenizer: Any = None,
-    device: Any = "auto",
-    dtype: Any = None,
+    tokenizer: str | os.PathLike[str] | PreTrainedTokenizerBase | None = None,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = None,
     batch_size: int = 32,
     max_length: int | None = None,
     max_tokens: int | None = None,
@@ -136,8 +134,9 @@ def load_reranker(
         kind: one of :data:`KINDS`; checked against the model's architecture.
         tokenizer: a tokenizer object or its path; defaults to the checkpoint's own (required
             for a model in memory whose ``name_or_path`` holds no tokenizer).
-        device: ``"auto"`` (CUDA if present, else CPU; for a model in memory: where it is),
-            ``"cpu"``, ``"cuda"``, ``"cuda:N"``. Resolved once.
+        device: ``"auto"`` (CUDA if present, else MPS, else CPU; for a model in memory: where
+            it is), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``. Resolved once
+            (:func:`taskrank.devices.resolve_device`).
         dtype: ``None`` (float32; a model in memory keeps its dtype), ``"float32"``,
             ``"bfloat16"``, ``"float16"`` (GPU only).
         batch_size: pairs per forward pass; ``max_tokens`` replaces it with a padded-token budget.
@@ -157,46 +156,34 @@ def load_reranker(
 
     cls = _check_arguments(kind, options, max_length, max_tokens, batch_size)
     if isinstance(model, torch.nn.Module):
-        return _from_memory(cls, model, tokenizer, device, dtype, batch_size, max_length, max_tokens, options)
-    if not isinstance(model, (str, os.PathLike)):
+        ready = _adopt(cls, model, tokenizer, device, dtype, max_length, max_tokens, options)
+    elif isinstance(model, (str, os.PathLike)):
+        ready = _load_checkpoint(cls, model, tokenizer, device, dtype, max_length, max_tokens, options)
+    else:
         raise ConfigError(
             f"model must be a path, a hub id or a transformers model, got {type(model).__name__}"
         )
-
-    source = resolve_source(model)
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
-    config = base.load_config(source)
-    cls.check_family(base.architectures_of(config), config, source.label)
-    settings, location = _settle(cls, source, config, max_length, options)
-    _check_budget(max_tokens, settings.max_length)
-
-    import transformers
-
-    auto = getattr(transformers, cls.auto_class)
-    location = location or source.local or source.ref
-    what = f"{kind} model from {source.label}"
-    loaded = base.load_model(auto, location, torch_dtype or torch.float32, what)
-    loaded.to(torch_device).eval()
-    tok = base.load_tokenizer(tokenizer if tokenizer is not None else location, source.label)
-    logger.info(
-        "loaded %s re-ranker %s on %s (%s; %s)",
-        kind,
-        source.label,
-        torch_device,
-        loaded.dtype,
-        settings.describe(),
-    )
     return cls(
-        loaded,
-        tok,
-        device=torch_device,
+        ready.model,
+        ready.tokenizer,
+        device=ready.device,
         batch_size=batch_size,
-        max_length=settings.max_length,
+        max_length=ready.settings.max_length,
         max_tokens=max_tokens,
-        source=source.label,
-        **settings.options,
+        source=ready.label,
+        **ready.settings.options,
     )
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A model on its device with its tokenizer and settings: what a family class is built from."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    settings: ScoringSettings
+    label: str
 
 
 def _check_arguments(
@@ -222,14 +209,96 @@ def _check_budget(max_tokens: int | None, max_length: int) -> None:
         raise ConfigError(f"max_tokens ({max_tokens}) must be at least max_length ({max_length})")
 
 
+def _inspect_checkpoint(
+    cls: type[Reranker], source: Source, max_length: int | None, options: Mapping[str, Any]
+) -> tuple[ScoringSettings, Path | None]:
+    """Read a checkpoint's config, check its family, and settle its scoring settings."""
+    config = load_config(source)
+    cls.check_family(architectures_of(config), config, source.label)
+    return _settle(cls, source, config, max_length, options)
+
+
+def _load_checkpoint(
+    cls: type[Reranker],
+    model: str | os.PathLike[str],
+    tokenizer: str | os.PathLike[str] | PreTrainedTokenizerBase | None,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype | None,
+    max_length: int | None,
+    max_tokens: int | None,
+    options: Mapping[str, Any],
+) -> _Ready:
+    """A checkpoint directory or hub id: every check first, then the weights and the tokenizer."""
+    import torch
+    import transformers
+
+    source = resolve_source(model)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    settings, location = _inspect_checkpoint(cls, source, max_length, options)
+    _check_budget(max_tokens, settings.max_length)
+    weights = location or source.local or source.ref
+    what = f"{cls.kind} model from {source.label}"
+    loaded = load_model(getattr(transformers, cls.auto_class), weights, torch_dtype or torch.float32, what)
+    module: torch.nn.Module = loaded  # transformers' typing of PreTrainedModel.to misleads type checkers
+    module.to(torch_device).eval()
+    tok = load_tokenizer(tokenizer if tokenizer is not None else weights, source.label)
+    logger.info(
+        "loaded %s re-ranker %s on %s (%s; %s)",
+        cls.kind,
+        source.label,
+        torch_device,
+        loaded.dtype,
+        settings.describe(),
+    )
+    return _Ready(loaded, tok, torch_device, settings, source.label)
+
+
+def _adopt(
+    cls: type[Reranker],
+    model: torch.nn.Module,
+    tokenizer: str | os.PathLike[str] | PreTrainedTokenizerBase | None,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype | None,
+    max_length: int | None,
+    max_tokens: int | None,
+    options: Mapping[str, Any],
+) -> _Ready:
+    """A model in memory, used as is: moved (in place) to the device and dtype asked for."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ModelError(f"{type(model).__name__} has no .config; pass a transformers model")
+    label = f"<{type(model).__name__} in memory>"
+    cls.check_family([type(model).__name__], config, label)
+    current = next(model.parameters()).device
+    auto_device = device is None or (isinstance(device, str) and device.strip().lower() == "auto")
+    torch_device = current if auto_device else resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if tokenizer is None:
+        name = getattr(config, "_name_or_path", "") or getattr(model, "name_or_path", "")
+        if not name:
+            raise ConfigError(f"{label}: pass tokenizer=..., the model does not say where it was loaded from")
+        tokenizer = name
+    tok = load_tokenizer(tokenizer, label)
+    # nn.Module.to works in place: the caller's object is the one scored (α sweeps rely on it)
+    if torch_dtype is not None:
+        model.to(dtype=torch_dtype)
+    model.to(torch_device).eval()
+    name = getattr(config, "_name_or_path", "") or ""
+    folder = Source(name, Path(name)) if name and Path(name).is_dir() else None
+    settings, _ = _settle(cls, folder, config, max_length, options, label)
+    _check_budget(max_tokens, settings.max_length)
+    return _Ready(cast("PreTrainedModel", model), tok, torch_device, settings, label)
+
+
 def _settle(
     cls: type[Reranker],
-    folder: base.Source | None,
-    config: Any,
+    folder: Source | None,
+    config: PretrainedConfig,
     max_length: int | None,
     options: Mapping[str, Any],
     label: str | None = None,
-) -> tuple[ScoringSettings, Any]:
+) -> tuple[ScoringSettings, Path | None]:
     """The settings of a checkpoint whose family is checked, and where its weights are."""
     prepared = cls.prepare_options(folder, dict(options))
     location = prepared.pop("_model_location", None)
@@ -245,53 +314,7 @@ def _settle(
     return settings, location
 
 
-def _from_memory(
-    cls: type[Reranker],
-    model: Any,
-    tokenizer: Any,
-    device: Any,
-    dtype: Any,
-    batch_size: int,
-    max_length: int | None,
-    max_tokens: int | None,
-    options: dict[str, Any],
-) -> Reranker:
-    config = getattr(model, "config", None)
-    if config is None:
-        raise ModelError(f"{type(model).__name__} has no .config; pass a transformers model")
-    label = f"<{type(model).__name__} in memory>"
-    cls.check_family([type(model).__name__], config, label)
-    current = next(model.parameters()).device
-    auto_device = device is None or (isinstance(device, str) and device.strip().lower() == "auto")
-    torch_device = current if auto_device else resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
-    if tokenizer is None:
-        name = getattr(config, "_name_or_path", "") or getattr(model, "name_or_path", "")
-        if not name:
-            raise ConfigError(f"{label}: pass tokenizer=..., the model does not say where it was loaded from")
-        tokenizer = name
-    tok = base.load_tokenizer(tokenizer, label)
-    # nn.Module.to works in place: the caller's object is the one scored (α sweeps rely on it)
-    if torch_dtype is not None:
-        model.to(dtype=torch_dtype)
-    model.to(torch_device).eval()
-    name = getattr(config, "_name_or_path", "") or ""
-    folder = base.Source(name, Path(name)) if name and Path(name).is_dir() else None
-    settings, _ = _settle(cls, folder, config, max_length, options, label)
-    _check_budget(max_tokens, settings.max_length)
-    return cls(
-        model,
-        tok,
-        device=torch_device,
-        batch_size=batch_size,
-        max_length=settings.max_length,
-        max_tokens=max_tokens,
-        source=label,
-        **settings.options,
-    )
-
-
-def _check_positions(config: Any, max_length: int, label: str) -> None:
+def _check_positions(config: PretrainedConfig, max_length: int, label: str) -> None:
     limit = getattr(config, "max_position_embeddings", None)
     if (
         isinstance(limit, int)

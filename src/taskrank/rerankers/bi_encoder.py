@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..errors import CheckpointError, ConfigError, ModelError
-from .base import Packed, Reranker, Source
+from .base import Reranker
+from .batching import Packed
+from .loading import Source
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +131,7 @@ class BiEncoderReranker(Reranker):
     )
 
     @classmethod
-    def check_family(cls, architectures: Sequence[str], config: Any, source: str) -> None:
+    def check_family(cls, architectures: Sequence[str], config: PretrainedConfig, source: str) -> None:
         encoder_only = not getattr(config, "is_encoder_decoder", False) or any(
             a.endswith("EncoderModel") for a in architectures
         )
@@ -157,7 +160,7 @@ class BiEncoderReranker(Reranker):
             options["_model_location"] = source.local / folder["subdir"]
         return options
 
-    def __init__(self, model: Any, tokenizer: Any, **kwargs: Any) -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> None:
         super().__init__(model, tokenizer, **kwargs)
         # a model with a head (…ForMaskedLM) still yields token states from its base model
         self.encoder = getattr(model, "base_model", model)

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigError
-from .base import Packed, Reranker
+from .base import Reranker
+from .batching import Packed
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 
 class CrossEncoderReranker(Reranker):
@@ -31,16 +33,16 @@ class CrossEncoderReranker(Reranker):
     expects: ClassVar[str] = "a ...ForSequenceClassification checkpoint"
 
     @classmethod
-    def check_family(cls, architectures: Sequence[str], config: Any, source: str) -> None:
+    def check_family(cls, architectures: Sequence[str], config: PretrainedConfig, source: str) -> None:
         if not any(a.endswith("ForSequenceClassification") for a in architectures):
             raise cls.family_error(source, architectures, config)
 
-    def __init__(self, model: Any, tokenizer: Any, **kwargs: Any) -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> None:
         super().__init__(model, tokenizer, **kwargs)
         self.label = self._label_index(model.config)
 
-    def _label_index(self, config: Any) -> int:
-        n = int(config.num_labels)
+    def _label_index(self, config: PretrainedConfig) -> int:
+        n = int(config.num_labels or 0)
         wanted = self.config["relevant_label"]
         if wanted is None:
             if n > 2:
@@ -49,7 +51,7 @@ class CrossEncoderReranker(Reranker):
                 )
             return n - 1
         if isinstance(wanted, str) and not wanted.lstrip("-").isdigit():
-            names = {str(name): int(i) for i, name in config.id2label.items()}
+            names = {str(name): int(i) for i, name in (config.id2label or {}).items()}
             if wanted not in names:
                 raise ConfigError(
                     f"relevant_label {wanted!r} is not a label of {self.source}; valid: {names}"

@@ -15,10 +15,13 @@ import numpy as np
 
 from ..errors import ConfigError, ModelError
 from ..tokenization import special_affixes
-from .base import Packed, Reranker, Source
+from .base import Reranker
+from .batching import Packed
+from .loading import Source
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_TEMPLATE = "Query: {query} Document: {document} Relevant:"
 
@@ -76,7 +79,7 @@ class MonoT5Reranker(Reranker):
     expects: ClassVar[str] = "an encoder-decoder ...ForConditionalGeneration checkpoint (T5, mT5)"
 
     @classmethod
-    def check_family(cls, architectures: Sequence[str], config: Any, source: str) -> None:
+    def check_family(cls, architectures: Sequence[str], config: PretrainedConfig, source: str) -> None:
         if not getattr(config, "is_encoder_decoder", False) or not any(
             a.endswith("ForConditionalGeneration") for a in architectures
         ):
@@ -87,7 +90,7 @@ class MonoT5Reranker(Reranker):
         template_segments(str(options.get("template", DEFAULT_TEMPLATE)))
         return options
 
-    def __init__(self, model: Any, tokenizer: Any, **kwargs: Any) -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> None:
         super().__init__(model, tokenizer, **kwargs)
         vocab_size = int(getattr(model.config, "vocab_size", 0) or 0)
         vocab = tokenizer.get_vocab()

@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigError, ModelError
-from .base import Packed, Reranker, Source
+from .base import Reranker
+from .batching import Packed
+from .loading import Source
 from .monot5 import template_segments
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 # The authors' scoring code appends the query to "Query:" with no separator; the default keeps
 # that exact string so that scores match theirs.
@@ -44,7 +47,7 @@ class QueryLikelihoodReranker(Reranker):
     expects: ClassVar[str] = "a decoder-only ...ForCausalLM checkpoint (Llama, Mistral, GPT-2…)"
 
     @classmethod
-    def check_family(cls, architectures: Sequence[str], config: Any, source: str) -> None:
+    def check_family(cls, architectures: Sequence[str], config: PretrainedConfig, source: str) -> None:
         if getattr(config, "is_encoder_decoder", False) or not any(
             a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures
         ):
@@ -62,7 +65,7 @@ class QueryLikelihoodReranker(Reranker):
                 raise ConfigError(f"{key} must be a positive integer, got {value!r}")
         return options
 
-    def __init__(self, model: Any, tokenizer: Any, **kwargs: Any) -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> None:
         super().__init__(model, tokenizer, **kwargs)
         if not getattr(tokenizer, "is_fast", False):
             raise ModelError(

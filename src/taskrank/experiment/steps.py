@@ -1,0 +1,336 @@
+"""The cached steps of an experiment and their keys: the first stage, the re-ranking of its
+candidates by one model state, the fusion weights of a state, its final run, and the measure.
+
+A step's key is the sha256 of its inputs (:meth:`taskrank.experiment.cache.StepCache.key`): the
+inputs written here are the cache's contract with its users, so a change to them recomputes
+every cache (bump ``CACHE_VERSION`` when a value changes meaning instead).
+
+One model is loaded for all ranker-family states (the ranker alone, merges, sweeps, ablations):
+the α updates are made in place with :class:`taskrank.arithmetic.AlphaSweep`, so a whole sweep
+costs one load (see :class:`taskrank.experiment.models.ModelPool`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..config import ExperimentConfig
+from ..data.formats import top_k  # the one top-k cut, in trec_eval's order
+from ..errors import DataError
+from ..threads import torch_threads
+from ..vocabulary import canonical_metric
+from .cache import StepCache, digest
+from .models import ModelPool, ModelState, Scoring
+from .preflight import Checkpoints, Data, Split
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+Run = dict[str, dict[str, float]]
+"""A TREC run in memory: ``{query id: {document id: score}}``."""
+
+#: A step's inputs as they are hashed into its key (JSON values).
+Inputs = dict[str, object]
+
+
+@dataclass
+class PlannedStep:
+    """One cacheable step of a plan."""
+
+    step: str  # "first-stage" or "rerank"
+    label: str
+    cached: bool | None  # None: not known before earlier steps run
+    pairs: int | None
+    exact: bool = True
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """The fusion weights (first stage, model) of a model state, and where they come from;
+    ``weights`` is None when the model's scores are used alone (fusion ``none``)."""
+
+    weights: tuple[float, float] | None
+    source: str
+
+    def record(self) -> dict[str, object]:
+        """As ``results.json`` ``fusion_weights`` records it."""
+        return {"weights": list(self.weights) if self.weights else None, "source": self.source}
+
+
+class Steps:
+    """The cached steps of one prepared experiment (see :meth:`Experiment.prepare`).
+
+    Every value is computed at most once per run, and looked up in the step cache first."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        data: Data,
+        ckpts: Checkpoints,
+        cache: StepCache,
+        *,
+        scoring: Scoring | None,
+        device: torch.device | None,
+        threads: int,
+        progress: bool,
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.ckpts = ckpts
+        self.cache = cache
+        self.resolved_scoring = scoring  # None when nothing is re-ranked
+        self.device = device
+        self.threads = threads  # torch's intra-op threads while scoring
+        self.progress = progress
+        self.pool: ModelPool | None = None
+        self.pairs_scored = 0
+        self.system: str | None = None  # the system being computed, named on the progress bars
+        self._fs: dict[str, Run] = {}
+        self._fs_keys: dict[str, str] = {}
+        self._weights: dict[ModelState, FusionWeights] = {}
+
+    @property
+    def scoring(self) -> Scoring:
+        """The scoring settings every system is scored with, resolved once by ``prepare()``."""
+        if self.resolved_scoring is None:
+            raise RuntimeError("call prepare() first (and re-rank only with a 'models' section)")
+        return self.resolved_scoring
+
+    # -- keys --------------------------------------------------------------------------------
+    def fs_inputs(self, split: Split) -> Inputs:
+        """The inputs of the first stage of ``split``."""
+        fs = self.config.first_stage
+        if fs.kind == "bm25":
+            from ..retrieval import bm25_params
+
+            return {
+                "corpus": self.data.corpus_digest,
+                "queries": split.digest,
+                "k": fs.k,
+                "bm25": bm25_params(fs.language, fs.k1, fs.b),
+            }
+        run = self.read_run_file(split)
+        return {"run": digest(run), "queries": split.digest, "k": fs.k}
+
+    def fs_key(self, split: Split) -> str:
+        """The cache key of the first stage of ``split``."""
+        if split.role not in self._fs_keys:  # computed once: a run file is read and hashed once
+            self._fs_keys[split.role] = self.cache.key("first-stage", self.fs_inputs(split))
+        return self._fs_keys[split.role]
+
+    def model_id(self, state: ModelState) -> Inputs:
+        """The weights of ``state``, as the checkpoints' fingerprints and the merge settings."""
+        fp = self.ckpts.fingerprints
+        if state.role == "domain":
+            return {"domain": fp["domain"]}
+        if state.role == "ranker":
+            return {"ranker": fp["ranker"]}
+        return {
+            "ranker": fp["ranker"],
+            "domain": fp["domain"],
+            "pretrained": fp["pretrained"],
+            "alpha": state.alpha,
+            "layers": list(state.layers) if state.layers is not None else None,
+            "mode": state.mode,
+            "vocab_policy": self.config.trio().vocab_policy,
+        }
+
+    def scoring_id(self, state: ModelState) -> Inputs:
+        """How ``state`` is scored."""
+        # the resolved settings, not the config's: a changed default of the ranker's folder
+        # (its max_seq_length, pooling…) makes new keys
+        settings = self.scoring.of(state.role)
+        return {
+            "kind": settings.kind,
+            "options": dict(sorted(settings.options.items())),
+            "tokenizer": None if state.role == "domain" else self.config.trio().tokenizer,
+            "max_length": settings.max_length,
+            "top_k": self.scoring.top_k,
+            "dtype": self.scoring.dtype,
+            "device": self.device.type if self.device is not None else None,
+        }
+
+    def rerank_inputs(self, state: ModelState, split: Split) -> Inputs:
+        """The inputs of the re-ranking of ``split`` by ``state``."""
+        return {
+            "model": self.model_id(state),
+            "scoring": self.scoring_id(state),
+            "candidates": self.fs_key(split),
+            "corpus": self.data.corpus_digest,
+            "queries": split.digest,
+        }
+
+    def rerank_key(self, state: ModelState, split: Split) -> str:
+        """The cache key of the re-ranking of ``split`` by ``state``."""
+        return self.cache.key("rerank", self.rerank_inputs(state, split))
+
+    # -- the first stage ---------------------------------------------------------------------
+    def read_run_file(self, split: Split) -> Run:
+        """The configured first-stage run file of ``split``, restricted to its queries."""
+        from ..data import read_run
+
+        fs = self.config.first_stage
+        file = fs.run if split.role == "test" else fs.dev_run
+        if file is None:  # the config's checks require it: a run file for each split scored
+            raise DataError(f"first_stage has no run file for the {split.role} queries")
+        run = read_run(file)
+        missing = [q for q in split.queries if q not in run]
+        if missing:
+            raise DataError(
+                f"first-stage run {file} has no candidates for {len(missing)} {split.role} queries "
+                f"(e.g. {missing[0]!r})"
+            )
+        return {q: run[q] for q in split.queries}
+
+    def first_stage(self, split: Split) -> Run:
+        """The first-stage candidates of ``split`` (cached), cut to ``first_stage.k``."""
+        if split.role in self._fs:
+            return self._fs[split.role]
+        inputs = self.fs_inputs(split)
+        key = self.fs_key(split)
+        run = self.cache.get("first-stage", key)
+        if run is None:
+            run = top_k(self._retrieve(split), self.config.first_stage.k)
+            self.cache.put("first-stage", key, run, inputs)
+        self._fs[split.role] = run
+        return run
+
+    def _retrieve(self, split: Split) -> Run:
+        fs = self.config.first_stage
+        if fs.kind != "bm25":
+            return self.read_run_file(split)
+        from ..retrieval import bm25_search
+
+        log.info(
+            "BM25 over %d documents for %d %s queries", len(self.data.corpus), len(split.queries), split.role
+        )
+        return bm25_search(
+            self.data.corpus,
+            split.queries,
+            k=fs.k,
+            language=fs.language,
+            k1=fs.k1,
+            b=fs.b,
+            cache_dir=self.cache.root / "bm25-index",
+            progress=self.progress,
+            source=f"of dataset {self.config.dataset.path}",
+        )
+
+    def candidates(self, split: Split) -> Run:
+        """The first stage of ``split`` cut to the ``top_k`` the models re-rank."""
+        return top_k(self.first_stage(split), self.config.scoring.top_k)
+
+    def first_stage_name(self) -> str:
+        """The first stage's name in the report: ``BM25``, or ``run`` for a TREC run file."""
+        return "BM25" if self.config.first_stage.kind == "bm25" else "run"
+
+    # -- re-ranking --------------------------------------------------------------------------
+    def rerank(self, state: ModelState, split: Split) -> Run:
+        """Model scores of the ``top_k`` candidates of ``split`` with the weights of ``state`` (cached)."""
+        candidates = self.first_stage(split)
+        inputs = self.rerank_inputs(state, split)
+        key = self.cache.key("rerank", inputs)
+        run = self.cache.get("rerank", key)
+        if run is not None:
+            return run
+        if self.pool is None:
+            self.pool = ModelPool(self.config, self.ckpts, self.scoring, self.device, self.progress)
+        with torch_threads(self.threads):
+            reranker = self.pool.reranker(state)  # the merge of a new α runs on these threads too
+            log.info("re-ranking %s queries with %s", split.role, state.label())
+            run = reranker.rerank(
+                candidates,
+                self.data.corpus,
+                split.queries,
+                top_k=self.config.scoring.top_k,
+                progress=self.progress,
+                label=self._bar_label(state, split),
+            )
+        self.pairs_scored += sum(len(docs) for docs in run.values())
+        self.cache.put("rerank", key, run, inputs)
+        return run
+
+    def _bar_label(self, state: ModelState, split: Split) -> str:
+        # the bar says what it scores: many passes of one model follow each other in a run
+        model = {"ranker": "ranker", "domain": "domain model"}.get(state.role, f"TA {state.label()}")
+        system = self.system
+        if system and system != model:
+            return f"{system}: {model} · {split.role} split"
+        return f"{model} · {split.role} split"
+
+    # -- fusion ------------------------------------------------------------------------------
+    def weights(self, state: ModelState) -> FusionWeights:
+        """Fusion weights (first stage, model) of ``state`` and where they come from."""
+        if state not in self._weights:
+            self._weights[state] = self._fusion_weights(state)
+        return self._weights[state]
+
+    def _fusion_weights(self, state: ModelState) -> FusionWeights:
+        fusion = self.config.fusion
+        if fusion.method == "none":
+            return FusionWeights(None, "model scores only")
+        fixed = fusion.weights
+        if fusion.method == "fixed":
+            return FusionWeights(fixed, "fixed")
+        if self.data.dev is None:
+            return FusionWeights(fixed, "fixed: no dev set to tune on")
+        from ..evaluation import tune_fusion
+
+        dev = self.data.dev
+        w, _ = tune_fusion(
+            self.candidates(dev), self.rerank(state, dev), dev.qrels, metric=fusion.metric, step=fusion.step
+        )
+        tuned = (round(float(w[0]), 6), round(float(w[1]), 6))
+        return FusionWeights(tuned, f"tuned on dev ({fusion.metric})")
+
+    def fuse(self, model_run: Run, split: Split, weights: tuple[float, float]) -> Run:
+        """``model_run`` fused with the re-ranked candidates of ``split``."""
+        from ..evaluation import fuse
+
+        return fuse(self.candidates(split), model_run, weights=weights)
+
+    def final_run(self, state: ModelState, split: Split) -> Run:
+        """The run a system contributes: model scores fused with the first stage (or alone)."""
+        weights = self.weights(state).weights
+        model_run = self.rerank(state, split)
+        if weights is None:
+            return model_run
+        return self.fuse(model_run, split, weights)
+
+    # -- the two variants of a re-ranking system ------------------------------------------------
+    def variants(self) -> list[str]:
+        """``["fused", "model"]``, or ``["model"]`` with fusion ``none``."""
+        return ["model"] if self.config.fusion.method == "none" else ["fused", "model"]
+
+    def reported_variant(self) -> str:
+        """The variant the table's ``mean``, the significance marks and the α selection use: the
+        configured fusion's final run (``fused``; ``model`` with fusion ``none``)."""
+        return self.variants()[0]
+
+    def variant_runs(self, state: ModelState, split: Split) -> dict[str, Run]:
+        """``{"fused": …, "model": …}``: the run of ``state`` fused with the first stage (unless
+        fusion is ``none``) and its re-ranker scores alone."""
+        runs = {"model": self.rerank(state, split)}
+        if self.weights(state).weights is None:
+            return runs
+        return {"fused": self.final_run(state, split), **runs}
+
+    # -- measuring ---------------------------------------------------------------------------
+    def measure(self, run: Run, split: Split, metric: str | None = None) -> float:
+        """The mean of ``metric`` (the primary metric by default) of ``run`` on ``split``."""
+        from ..evaluation import evaluate
+
+        metric = metric or self.config.report.primary_metric
+        return float(evaluate(run, split.qrels, [metric]).mean[canonical_metric(metric)])
+
+    def close(self) -> None:
+        """Free the loaded models."""
+        if self.pool is not None:
+            self.pool.close()
+
+
+__all__ = ["FusionWeights", "PlannedStep", "Run", "Steps", "top_k"]

@@ -1,0 +1,314 @@
+"""One handler per system type of an experiment: which re-rankings a system needs (for the dry
+run's plan) and how its results are computed (for the run), side by side, from the same model
+states.
+
+    first-stage  the first stage's run itself
+    ranker       the ranker alone              domain   the domain model alone
+    merge        θ_ranker + α·τ (on some layers)
+    sweep        every α on dev (and test), the best one reported
+    ablation     each layer's 'only'/'except' merge on test (a section of the report, no table row)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..config import (
+    AblationSystem,
+    DomainSystem,
+    FirstStageSystem,
+    MergeSystem,
+    RankerSystem,
+    SweepSystem,
+    System,
+)
+from .models import ModelState
+from .preflight import Split, ablation_layers
+from .results import (
+    AblationResult,
+    RunFile,
+    SweepResult,
+    SystemOutcome,
+    SystemResult,
+    details_weights,
+    weights_words,
+)
+from .steps import Run, Steps
+
+#: a sweep's measures: variant → split → one value per α (None: not scored)
+Values = dict[str, dict[str, list[float | None]]]
+
+
+@dataclass(frozen=True)
+class Need:
+    """A re-ranking the run will do: ``state`` on ``split``; both None when the state is only
+    known after earlier steps (a sweep's test split at the α chosen on dev)."""
+
+    system: str
+    state: ModelState | None
+    split: Split | None
+
+
+class Handler:
+    """What one system needs scored (:meth:`needs`) and how its results are computed (:meth:`compute`)."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+
+    @property
+    def name(self) -> str:
+        return self.system.name
+
+    def needs(self, steps: Steps) -> Iterator[Need]:
+        """Every re-ranking :meth:`compute` will do, in its order (duplicates included)."""
+        return iter(())
+
+    def compute(self, steps: Steps) -> SystemOutcome:
+        raise NotImplementedError
+
+    def with_weights(self, steps: Steps, state: ModelState, splits: list[Split]) -> Iterator[Need]:
+        """``state`` on ``splits``, after dev where the fusion weights are tuned there."""
+        if steps.config.fusion.method == "tuned" and steps.data.dev is not None:
+            yield Need(self.name, state, steps.data.dev)
+        for split in splits:
+            yield Need(self.name, state, split)
+
+
+class FirstStageHandler(Handler):
+    def compute(self, steps: Steps) -> SystemOutcome:
+        fs = steps.config.first_stage
+        run = steps.first_stage(steps.data.test)
+        row = SystemResult(self.name, self.system.type, f"{fs.kind}, top {fs.k}", {None: run})
+        return SystemOutcome(self.name, row=row)
+
+
+class ModelHandler(Handler):
+    """A system scored by one model state: the ranker, the domain model or a merge."""
+
+    #: scored before every other system, so its model is released before the ranker is loaded
+    first: ClassVar[bool] = False
+
+    def state(self) -> ModelState:
+        raise NotImplementedError
+
+    def details(self) -> str:
+        return ""
+
+    def needs(self, steps: Steps) -> Iterator[Need]:
+        return self.with_weights(steps, self.state(), [steps.data.test])
+
+    def compute(self, steps: Steps) -> SystemOutcome:
+        state = self.state()
+        return SystemOutcome(self.name, row=model_row(steps, self.system, state, self.details()))
+
+
+def model_row(steps: Steps, system: System, state: ModelState, details: str) -> SystemResult:
+    """The table row of a system scored by ``state``: its fusion weights, its runs on test."""
+    fusion = steps.weights(state)
+    details += details_weights(steps, fusion)
+    runs: dict[str | None, Run] = {v: run for v, run in steps.variant_runs(state, steps.data.test).items()}
+    dev = steps.data.dev is not None and (
+        isinstance(system, SweepSystem) or steps.config.fusion.method == "tuned"
+    )  # scored on dev: every α of a sweep, and every system whose fusion weights are tuned there
+    return SystemResult(system.name, system.type, details, runs, state, fusion, dev)
+
+
+class RankerHandler(ModelHandler):
+    def state(self) -> ModelState:
+        return ModelState("ranker")
+
+
+class DomainHandler(ModelHandler):
+    first = True
+
+    def state(self) -> ModelState:
+        return ModelState("domain")
+
+
+class MergeHandler(ModelHandler):
+    system: MergeSystem
+
+    def state(self) -> ModelState:
+        return ModelState.merged(self.system.alpha, self.system.layers, self.system.mode)
+
+    def details(self) -> str:
+        state = self.state()
+        return state.label() if state.role == "merge" else "α=0"
+
+
+class SweepHandler(Handler):
+    """Every α on dev (where there is one) and on test (``plot_test``, or when test picks), both
+    variants; α is picked on the reported variant. The ranker alone and the first stage are
+    scored on the same splits, as references."""
+
+    system: SweepSystem
+
+    def scores_test(self) -> bool:
+        return self.system.plot_test or self.system.select_on == "test"
+
+    def states(self) -> list[ModelState]:
+        system = self.system
+        return [ModelState.merged(alpha, system.layers, system.mode) for alpha in system.alphas]
+
+    def splits(self, steps: Steps) -> dict[str, Split | None]:
+        return {"dev": steps.data.dev, "test": steps.data.test if self.scores_test() else None}
+
+    def needs(self, steps: Steps) -> Iterator[Need]:
+        data = steps.data
+        for state in self.states():
+            if data.dev is not None:  # every α is scored on dev, whatever picks α
+                yield Need(self.name, state, data.dev)
+            if self.scores_test():
+                yield Need(self.name, state, data.test)
+        if not self.scores_test():
+            yield Need(self.name, None, None)  # the test split at the chosen α
+        # the ranker alone: the α plot's reference on every split the sweep scores
+        splits = [s for s in self.splits(steps).values() if s is not None]
+        yield from self.with_weights(steps, ModelState("ranker"), splits)
+
+    def compute(self, steps: Steps) -> SystemOutcome:
+        system, variants = self.system, steps.variants()
+        states = self.states()
+        files: list[RunFile] = []
+        values: Values = {v: {"dev": [], "test": []} for v in variants}
+        for alpha, state in zip(system.alphas, states, strict=True):
+            for role, split in self.splits(steps).items():
+                runs = steps.variant_runs(state, split) if split is not None else {}
+                for variant in variants:
+                    run = runs.get(variant)
+                    values[variant][role].append(
+                        None if split is None or run is None else steps.measure(run, split)
+                    )
+                    if run is not None:
+                        files.append(RunFile(role, variant, system.name, f"alpha={alpha:g}", run))
+        chooser = values[steps.reported_variant()]["dev" if system.select_on == "dev" else "test"]
+        best = max(range(len(system.alphas)), key=lambda i: (chooser[i], -i))  # first best on ties
+        if not self.scores_test():  # the test split at the chosen α only
+            for variant, run in steps.variant_runs(states[best], steps.data.test).items():
+                values[variant]["test"][best] = steps.measure(run, steps.data.test)
+        sweep = self._result(steps, values, best)
+        details = f"α={sweep.best_alpha:g} (best on {system.select_on})"
+        row = model_row(steps, system, states[best], details)
+        return SystemOutcome(self.name, row=row, sweep=sweep, files=files)
+
+    def _result(self, steps: Steps, values: Values, best: int) -> SweepResult:
+        """The sweep's section, with the first stage and the ranker alone measured as references."""
+        system, variants, reported = self.system, steps.variants(), steps.reported_variant()
+        first: dict[str, str | float | None] = {"name": steps.first_stage_name(), "dev": None, "test": None}
+        ranker: dict[str, dict[str, float | None]] = {v: {"dev": None, "test": None} for v in variants}
+        for role, split in self.splits(steps).items():
+            if split is None:
+                continue
+            first[role] = steps.measure(steps.first_stage(split), split)
+            for variant, run in steps.variant_runs(ModelState("ranker"), split).items():
+                ranker[variant][role] = steps.measure(run, split)
+        by_variant = {
+            variant: {
+                "dev": values[variant]["dev"] if steps.data.dev is not None else None,
+                "test": values[variant]["test"],
+                "ranker": ranker[variant],
+            }
+            for variant in variants
+        }
+        fusion = steps.weights(self.states()[best])
+        return SweepResult(
+            alphas=list(system.alphas),
+            dev=values[reported]["dev"] if steps.data.dev is not None else None,
+            test=values[reported]["test"],
+            best_alpha=system.alphas[best],
+            select_on=system.select_on,
+            weights=list(fusion.weights) if fusion.weights else None,
+            weights_source=fusion.source,
+            weights_text=weights_words(steps, fusion.weights),
+            ranker=ranker[reported],
+            first_stage=first,
+            reported_variant=reported,
+            variants=by_variant,
+        )
+
+
+class AblationHandler(Handler):
+    """Every layer's 'only'/'except' variant on test, both variants, with the ranker, the
+    all-layer merge and the first stage as references. Every variant is fused with the all-layer
+    merge's weights."""
+
+    system: AblationSystem
+
+    def layer_state(self, layer: int, mode: str) -> ModelState:
+        return ModelState.merged(self.system.alpha, [layer], mode)
+
+    def references(self) -> dict[str, ModelState]:
+        return {"ranker": ModelState("ranker"), "full": ModelState.merged(self.system.alpha)}
+
+    def needs(self, steps: Steps) -> Iterator[Need]:
+        for state in self.references().values():
+            yield from self.with_weights(steps, state, [steps.data.test])
+        for mode in self.system.modes:
+            for layer in ablation_layers(self.system, steps.ckpts.depth):
+                yield Need(self.name, self.layer_state(layer, mode), steps.data.test)
+
+    def compute(self, steps: Steps) -> SystemOutcome:
+        system, test = self.system, steps.data.test
+        variants = steps.variants()
+        references = self.references()
+        weights = steps.weights(references["full"]).weights
+        layers = ablation_layers(system, steps.ckpts.depth)
+        scores: dict[str, dict[str, float | list[float]]] = {v: {} for v in variants}
+        for key, state in references.items():
+            for variant, run in steps.variant_runs(state, test).items():
+                scores[variant][key] = steps.measure(run, test)
+        files: list[RunFile] = []
+        for mode in ("only", "except"):
+            if mode not in system.modes:
+                continue
+            per_variant: dict[str, list[float]] = {variant: [] for variant in variants}
+            for variant in variants:
+                scores[variant][mode] = per_variant[variant]
+            for layer in layers:
+                model_run = steps.rerank(self.layer_state(layer, mode), test)
+                runs = {"model": model_run}
+                if weights:
+                    runs["fused"] = steps.fuse(model_run, test, weights)
+                for variant, run in runs.items():
+                    files.append(RunFile("test", variant, system.name, f"{mode}-layer-{layer}", run))
+                    per_variant[variant].append(steps.measure(run, test))
+        first: dict[str, str | float] = {
+            "name": steps.first_stage_name(),
+            "value": steps.measure(steps.first_stage(test), test),
+        }
+        ablation = AblationResult(
+            alpha=system.alpha,
+            layers=layers,
+            split=test.label,
+            scores=scores,
+            first_stage=first,
+            weights=list(weights) if weights else None,
+            weights_text=weights_words(steps, weights),
+            reported_variant=steps.reported_variant(),
+        )
+        return SystemOutcome(self.name, ablation=ablation, files=files)
+
+
+HANDLERS: dict[type, type[Handler]] = {
+    FirstStageSystem: FirstStageHandler,
+    RankerSystem: RankerHandler,
+    DomainSystem: DomainHandler,
+    MergeSystem: MergeHandler,
+    SweepSystem: SweepHandler,
+    AblationSystem: AblationHandler,
+}
+
+
+def handler(system: System) -> Handler:
+    """The handler of ``system``'s type."""
+    return HANDLERS[type(system)](system)
+
+
+def handlers(steps: Steps) -> list[Handler]:
+    """A handler per system of the experiment, in the config's order."""
+    return [handler(system) for system in steps.config.systems]
+
+
+__all__ = ["HANDLERS", "Handler", "Need", "handler", "handlers"]
