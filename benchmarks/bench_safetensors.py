@@ -22,7 +22,15 @@ The methods take turns, each round starting one method later (see bench_merge.py
 Prints each method's best and median wall time against the floor's, and its peak RSS against
 one checkpoint: the merge's bars are wall ≤ 2 × floor and peak RSS ≤ 1.25 × one checkpoint.
 
+With ``--trees NAME=SRC ...`` it times the whole command instead, ``taskrank merge`` of the
+same three checkpoints from each source tree (its src/ folder, started the same way for
+every tree), for new inputs (an empty hash store) and for inputs hashed before: e.g. two trees
+that differ only in how `Checkpoint` reads. (bench_merge.py's --baseline starts the two trees
+differently, and its rotation puts the tree under test right after the paper's approach in
+most rounds: its times differ by slot, see benchmarks/merge.md.)
+
     .venv/bin/python benchmarks/bench_safetensors.py [--repeats 3] [--methods taskrank "st per tensor"]
+    .venv/bin/python benchmarks/bench_safetensors.py --repeats 5 --trees pread=/tmp/a/src library=/tmp/b/src
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import subprocess
+import tempfile
 
 from bench_merge import PY, ROOT, build, evict, timed
 
@@ -118,36 +129,79 @@ METHODS = ("taskrank", "st held", "st per tensor", "save_file", "st + save_file"
 FLOOR = "I/O floor (cat 3 + cp 1)"
 
 
+def run_rounds(
+    commands: dict[str, tuple[list[str] | str, bool, dict[str, str] | None]],
+    files: list[Path],
+    out: Path,
+    repeats: int,
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Every command once per round, cold cache, each round starting one command later; a
+    command's environment with TASKRANK_CACHE="" gets an empty hash store of its own."""
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    rss: dict[str, float] = dict.fromkeys(commands, 0.0)
+    names = list(commands)
+    for round_ in range(repeats):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            cmd, shell, env = commands[name]
+            store = None
+            if env is not None and not env["TASKRANK_CACHE"]:
+                store = tempfile.mkdtemp(prefix="taskrank-bench-")
+                env = {**env, "TASKRANK_CACHE": store}
+            os.sync()
+            evict(files)
+            wall, peak = timed(cmd, shell, env)
+            if store is not None:
+                shutil.rmtree(store)
+            walls[name].append(wall)
+            rss[name] = max(rss[name], peak)
+    shutil.rmtree(out, ignore_errors=True)
+    return walls, rss
+
+
+def tree_commands(
+    trees: list[str], paths: dict[str, Path], out: Path, store: Path
+) -> dict[str, tuple[list[str] | str, bool, dict[str, str] | None]]:
+    """``taskrank merge`` from each NAME=SRC tree, new inputs and hashed before (``store``)."""
+    args = ["merge", "--ranker", str(paths["ranker"]), "--domain", str(paths["domain"]),
+            "--pretrained", str(paths["pretrained"]), "--alpha", "0.7", "--out", str(out),
+            "--overwrite", "--quiet"]  # fmt: skip
+    commands: dict[str, tuple[list[str] | str, bool, dict[str, str] | None]] = {}
+    for tree in trees:
+        name, _, src = tree.partition("=")
+        cmd = [PY, "-c", "from taskrank.cli import main; main()", *args]
+        env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+        subprocess.run(cmd, check=True, env={**env, "TASKRANK_CACHE": str(store)})  # fills the store
+        commands[f"{name}, new inputs"] = (cmd, False, {**env, "TASKRANK_CACHE": ""})
+        commands[f"{name}, hashed before"] = (cmd, False, {**env, "TASKRANK_CACHE": str(store)})
+    return commands
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=ROOT / "bench-work" / "merge")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, help="the floor always runs")
+    ap.add_argument("--trees", nargs="+", metavar="NAME=SRC", help="time `taskrank merge` from these trees")
     args = ap.parse_args()
     paths = build(args.work)
     files = [paths[r] / "model.safetensors" for r in ("ranker", "domain", "pretrained")]
     size = files[0].stat().st_size / 1e9
     out = args.work / "out-st"
-    commands: dict[str, tuple[list[str] | str, bool]] = {
+    commands: dict[str, tuple[list[str] | str, bool, dict[str, str] | None]] = {
         FLOOR: (f"cat {' '.join(map(str, files))} > /dev/null && mkdir -p {out} && "
-                f"cp --reflink=never {files[0]} {out}/", True),
+                f"cp --reflink=never {files[0]} {out}/", True, None),
     }  # fmt: skip
-    for method in args.methods:
-        commands[method] = ([PY, "-c", CHILD, method, str(out), *map(str, files)], False)
-    walls: dict[str, list[float]] = {name: [] for name in commands}
-    rss: dict[str, float] = dict.fromkeys(commands, 0.0)
+    if args.trees:
+        store = args.work / "hash-store-trees"
+        shutil.rmtree(store, ignore_errors=True)
+        commands.update(tree_commands(args.trees, paths, out, store))
+    else:
+        for method in args.methods:
+            commands[method] = ([PY, "-c", CHILD, method, str(out), *map(str, files)], False, None)
+    walls, rss = run_rounds(commands, files, out, args.repeats)
     names = list(commands)
-    for round_ in range(args.repeats):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            os.sync()
-            evict(files)
-            cmd, shell = commands[name]
-            wall, peak = timed(cmd, shell)
-            walls[name].append(wall)
-            rss[name] = max(rss[name], peak)
-    shutil.rmtree(out, ignore_errors=True)
     floor_best, floor_median = min(walls[FLOOR]), statistics.median(walls[FLOOR])
     print(f"one checkpoint: {size:.2f} GB; {args.repeats} rounds, cold cache; {os.cpu_count()} CPUs")
     print(

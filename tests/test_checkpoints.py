@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,48 @@ def test_lazy_reads_match_safetensors(t5_trio):
     with pytest.raises(CheckpointError, match=rf"elements 5:{size + 1} are outside tensor 'shared.weight'"):
         ckpt.get_span("shared.weight", 5, size + 1)
     assert ckpt.sha256() == fingerprint(t5_trio["ranker"]).removeprefix("sha256:")
+
+
+def test_every_dtype_reads_as_the_library_wrote_it(tmp_path):
+    """Each dtype taskrank reads, from a file the safetensors library wrote: whole tensors
+    and element ranges come back bit for bit."""
+    from safetensors.torch import save_file
+
+    from taskrank.checkpoints.safetensors_io import _ST_DTYPES
+
+    tensors = {}
+    for code, dtype in _ST_DTYPES.items():
+        values = torch.randn(5, 7) * 3
+        tensors[code] = values > 0 if dtype == torch.bool else values.to(dtype)
+    tensors["scalar"], tensors["empty"] = torch.tensor(2.5), torch.zeros(0, 3)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with Checkpoint(tmp_path) as ckpt:
+        for name, want in tensors.items():
+            got = ckpt.get(name)
+            assert got.dtype == want.dtype and got.shape == want.shape, name
+            assert torch.equal(got.reshape(-1).view(torch.uint8), want.reshape(-1).view(torch.uint8)), name
+            flat = want.reshape(-1).view(torch.uint8)
+            for start, stop in ((0, want.numel()), (3, 12), (7, 14), (13, 13)):
+                if stop <= want.numel():
+                    piece = ckpt.get_span(name, start, stop).view(torch.uint8)
+                    size = want.element_size()
+                    assert torch.equal(piece, flat[start * size : stop * size]), (name, start, stop)
+
+
+def test_a_file_truncated_under_a_reader_is_a_checkpoint_error(tmp_path, t5_trio):
+    """A weight file cut short after its header was read (by another process, during a merge):
+    the read that needs the missing bytes names the file, and nothing crashes."""
+    folder = shutil.copytree(t5_trio["ranker"], tmp_path / "ckpt")
+    weights = folder / "model.safetensors"
+    with Checkpoint(folder) as ckpt:
+        first, *_, last = ckpt.storage_order()
+        ckpt.get(first)
+        with open(weights, "r+b") as handle:
+            handle.truncate(weights.stat().st_size // 2)
+        with pytest.raises(CheckpointError, match=re.escape(f"truncated safetensors file {weights}")):
+            ckpt.get(last)
+        with pytest.raises(CheckpointError, match=re.escape(f"truncated safetensors file {weights}")):
+            ckpt.get_span(last, 0, 1)
 
 
 def test_writer_round_trip_and_shards(tmp_path):

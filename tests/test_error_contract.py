@@ -136,7 +136,7 @@ def test_the_demo_resumes_into_a_writable_folder_whose_parent_is_read_only(monke
     the read-only parent is played by mkdtemp refusing it."""
     import tempfile
 
-    from taskrank.cli import check_output
+    from taskrank.atomic import check_output
 
     parent = tmp_path / "read-only"
     out = parent / "demo"

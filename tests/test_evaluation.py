@@ -383,7 +383,10 @@ def test_the_metric_grammar_and_the_tests_are_the_vocabulary_s():
     from taskrank import evaluation, vocabulary
     from taskrank.evaluation import metrics
 
-    assert evaluation.METRIC_FAMILIES is metrics.METRIC_FAMILIES is vocabulary.METRIC_FAMILIES
+    # the public mapping keeps its 0.1 shape: family -> (trec_eval measure, the vocabulary's label)
+    assert evaluation.METRIC_FAMILIES is metrics.METRIC_FAMILIES
+    assert {f: label for f, (_, label) in metrics.METRIC_FAMILIES.items()} == vocabulary.METRIC_FAMILIES
+    assert metrics.METRIC_FAMILIES["ndcg"] == ("ndcg_cut", "nDCG")
     assert evaluation.parse_metric is metrics.parse_metric is vocabulary.parse_metric
     assert evaluation.TESTS is vocabulary.SIGNIFICANCE_TESTS
     assert evaluation.CORRECTIONS is vocabulary.CORRECTIONS

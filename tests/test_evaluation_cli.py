@@ -58,7 +58,9 @@ def test_retrieve_from_corpus_and_topics(monkeypatch, capsys, dataset: Path, tmp
 def test_retrieve_errors(monkeypatch, capsys, dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "bm25.trec"
     code, _, err = _taskrank(monkeypatch, capsys, "retrieve", "--out", out)
-    assert code == 2 and "give --dataset, or both --corpus and --queries" in err
+    assert (
+        code == 2 and "give a dataset (--dataset), or both corpus and queries (--corpus and --queries)" in err
+    )
     code, _, err = _taskrank(
         monkeypatch, capsys, "retrieve", "--dataset", dataset, "--split", "dev", "--out", out
     )

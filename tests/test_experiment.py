@@ -422,3 +422,63 @@ def test_sweep_without_test_plot_scores_test_at_the_chosen_alpha_only(
     sweep = result.results["sweeps"]["sweep"]
     best = sweep["alphas"].index(sweep["best_alpha"])
     assert [v is not None for v in sweep["test"]] == [i == best for i in range(3)]
+
+
+# --------------------------------------------------------------------------- handlers and plan order
+
+
+def test_every_system_class_has_a_handler():
+    from taskrank.config.systems import SYSTEM_CLASSES
+    from taskrank.experiment.systems import HANDLERS
+
+    assert {cls.__name__ for cls in HANDLERS} == {cls.__name__ for cls in SYSTEM_CLASSES}
+    assert set(HANDLERS) == set(SYSTEM_CLASSES)
+
+
+def test_dry_run_lists_the_reranks_in_the_order_the_run_does_them(tmp_path, tiny_data, t5_trio, monkeypatch):
+    from taskrank.experiment.cache import StepCache
+    from taskrank.experiment.plan import needed
+
+    systems = [
+        {"name": "ranker", "type": "ranker"},
+        {"name": "domain", "type": "domain"},  # scored first by the run, whatever its place
+        {"name": "ablation", "type": "ablation", "alpha": 0.5, "modes": ["except", "only"]},
+        {"name": "sweep", "type": "sweep", "alphas": [0.0, 1.0]},
+    ]
+    config = make_config(tiny_data, t5_trio, tmp_path / "out", systems=systems)
+    experiment = Experiment(config, progress=False)
+    experiment.prepare()
+    steps = experiment.steps
+    planned = list(dict.fromkeys(steps.rerank_key(n.state, n.split) for n in needed(steps)))
+    done: list[str] = []
+    original = StepCache.put
+
+    def put(self, step, key, value, inputs=None):
+        if step == "rerank":
+            done.append(key)
+        return original(self, step, key, value, inputs)
+
+    monkeypatch.setattr(StepCache, "put", put)
+    result = run_experiment(config, progress=False)
+    assert done == planned
+    ablation = result.results["ablations"]["ablation"]
+    assert list(ablation["variants"]["fused"])[2:] == ["only", "except"]  # reported in that order
+    text = plan_experiment(make_config(tiny_data, t5_trio, tmp_path / "plan", systems=systems))
+    assert text.index("rerank domain:") < text.index("rerank ranker:")
+    assert text.index("only layers 1 on test") < text.index("except layers 0 on test")
+
+
+def test_preparing_again_keeps_the_loaded_model(tmp_path, tiny_data, t5_trio, monkeypatch):
+    from taskrank.experiment import ModelState
+
+    systems = [{"name": "ranker", "type": "ranker"}, {"name": "TA", "type": "merge", "alpha": 0.5}]
+    config = make_config(tiny_data, t5_trio, tmp_path / "out", systems=systems, fusion={"method": "fixed"})
+    counter = Counter(monkeypatch)
+    experiment = Experiment(config, progress=False)
+    experiment.prepare()
+    experiment.rerank(ModelState("ranker"), experiment.data.test)
+    pool = experiment.steps.pool
+    result = experiment.run()  # prepares again: the merge is made on the ranker already loaded
+    assert experiment.steps.pool is pool
+    assert counter.loads == [str(config.models.ranker)]
+    assert result.stats["model_loads"] == ["ranker"]

@@ -47,9 +47,12 @@ def test_the_order_is_trec_eval_s() -> None:
 
 def test_there_is_one_top_k_function() -> None:
     import taskrank.cli.evaluation as cli_evaluation
-    import taskrank.experiment.steps as runner
+    import taskrank.experiment.steps as steps
+    from taskrank.data.formats import top_k as the_top_k  # where it lives
 
-    assert runner.top_k is taskrank.data.top_k
+    assert taskrank.data.top_k is the_top_k
+    assert steps.top_k is the_top_k  # the experiment's steps cut with it (imported, not exported)
+    assert "top_k" not in steps.__all__
     assert not hasattr(cli_evaluation, "_cut")
 
 

@@ -9,7 +9,7 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 def latex_escape(text: str) -> str:
     """``text`` safe in a LaTeX table cell: LaTeX's special characters escaped (every LaTeX
-    table of taskrank, this report's and ``taskrank evaluate --format latex``, uses it).
+    table of taskrank, the report's and ``taskrank evaluate --format latex``'s, uses it).
 
     >>> print(latex_escape("run_1 ~ 50%"))
     run\\_1 \\textasciitilde{} 50\\%

@@ -1,14 +1,18 @@
-"""Step lines: one line on stderr before a long step that has no progress bar of its own.
+"""How long work shows itself: progress bars and step lines, one look everywhere, on stderr.
 
-A progress bar says what it counts; a step without one (building a model, the part of a run
-before its first bar) would otherwise leave the screen still for seconds. With progress shown,
-:func:`announce` writes the line at once, also where stderr is not a terminal (a log file, CI),
-where rich draws a bar only when it ends; with progress off the line is an INFO log record
-(``taskrank -v``).
+:func:`progress_bar` and :func:`track` draw a rich bar for work that counts (pairs scored,
+training steps, bytes downloaded, tensors merged). A step without a count of its own (building
+a model, the part of a run before its first bar) gets a step line instead: with progress
+shown, :func:`announce` writes it at once, also where stderr is not a terminal (a log file,
+CI), where rich draws a bar only when it ends; with progress off the line is an INFO log
+record (``taskrank -v``). Everything goes to stderr, so ``taskrank … > table.md`` keeps
+stdout for results.
 
 Example::
 
     announce("training the ranker: 400 steps", enabled=progress)
+    with progress_bar(len(pairs), "score", enabled=progress) as bar:
+        bar.advance(32)
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,16 +42,12 @@ def announce(message: str, enabled: bool) -> None:
 class Bar:
     """What :func:`progress_bar` yields: ``advance(n, **fields)`` moves the bar and updates its fields."""
 
-    def __init__(self, progress: Any, task: Any) -> None:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
         self._progress = progress
         self._task = task
 
     def advance(self, n: float = 1, **fields: Any) -> None:
         self._progress.update(self._task, advance=n, **fields)
-
-    def update(self, **fields: Any) -> None:
-        """Change the bar's fields (``loss=…``) without moving it."""
-        self._progress.update(self._task, **fields)
 
 
 @contextlib.contextmanager
@@ -58,7 +61,7 @@ def progress_bar(
     transient: bool = False,
     download: bool = False,
 ) -> Iterator[Bar]:
-    """One rich progress bar on stderr, the same look everywhere in taskrank; disabled → no output.
+    """One rich progress bar on stderr, the same look everywhere in taskrank; disabled: no output.
 
     Args:
         total: items (or bytes with ``download``) to count; ``None`` when unknown.
@@ -93,7 +96,10 @@ def progress_bar(
         columns.append(MofNCompleteColumn())
         columns += [TextColumn(f"{name} {{task.fields[{name}]}}") for name in extra]
         columns.append(TimeRemainingColumn())
-    with Progress(*columns, disable=not enabled, transient=transient) as progress:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, disable=not enabled, transient=transient) as progress:
         task = progress.add_task(description, total=total, completed=completed, **extra)
         yield Bar(progress, task)
 

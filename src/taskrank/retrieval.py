@@ -440,7 +440,9 @@ def retrieve(
     params = params or BM25Params()
     if dataset is not None:
         if corpus is not None or queries is not None:
-            raise ConfigError("give either --dataset or --corpus/--queries, not both")
+            raise ConfigError(
+                "give either a dataset (--dataset) or corpus and queries (--corpus/--queries), not both"
+            )
         data = load_beir(dataset, split=split, cache_dir=cache_dir, progress=progress)
         docs, topics = data.corpus, data.queries
         source: dict[str, str | None] = {"dataset": str(dataset), "split": split}
@@ -452,7 +454,7 @@ def retrieve(
         source = {"corpus": str(corpus), "queries": str(queries), "qrels": str(qrels) if qrels else None}
         corpus_name = str(corpus)
     else:
-        raise ConfigError("give --dataset, or both --corpus and --queries")
+        raise ConfigError("give a dataset (--dataset), or both corpus and queries (--corpus and --queries)")
     start = time.perf_counter()
     index = get_index(docs, params, cache_dir=index_cache, progress=progress, source=corpus_name)
     run = index.search(topics, k=k, progress=progress)

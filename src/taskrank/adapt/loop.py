@@ -19,7 +19,7 @@ import torch
 from ..devices import resolve_dtype
 from ..errors import ConfigError, ModelError
 from ..progress import progress_bar
-from ..vocabulary import TRAINING_DTYPES
+from ..vocabulary import DTYPE_ALIASES, TRAINING_DTYPES
 from .checkpointing import save_checkpoint
 from .objectives import BatchFn
 from .runtime import derived_seed
@@ -81,7 +81,8 @@ class ExampleOrder:
 
 def compute_dtype(name: str | None, device: torch.device) -> str:
     """The training precision's name: ``auto`` is bfloat16 (autocast) on a GPU that has it, else float32."""
-    key = name or "auto"
+    key = (name or "auto").strip().lower()
+    key = DTYPE_ALIASES.get(key, key)  # bf16, fp32: the short names every dtype option accepts
     if key not in TRAINING_DTYPES:
         raise ConfigError(f"unknown dtype {key!r}; valid: {', '.join(TRAINING_DTYPES)}")
     return str(resolve_dtype(key, device)).removeprefix("torch.")

@@ -24,9 +24,9 @@ from ..atomic import atomic_dir, check_output_dir
 from ..checkpoints.checkpoint import Checkpoint, TensorSource, as_source, copy_non_weight_files
 from ..checkpoints.hashing import read_ahead
 from ..checkpoints.safetensors_io import BufferPool, ShardedSafetensorsWriter, TensorSpec
-from ..errors import MergeError
+from ..errors import ConfigError, MergeError
 from ..progress import track
-from ..vocabulary import VocabPolicy
+from ..vocabulary import VocabPolicy, canonical_dtype
 from .alignment import resolve_keys
 from .merge_report import MergeReport, MergeResult
 from .selection import LayerSelection, format_ranges, layer_of, selection_aliases
@@ -438,11 +438,13 @@ def _json(obj: dict[str, Any]) -> str:
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """A merge's output dtype: a name or alias of ``vocabulary.DTYPES`` (``bf16``), or a ``torch.dtype``."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES:
-        raise MergeError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    try:
+        return DTYPES[canonical_dtype(dtype)]
+    except ConfigError as exc:
+        raise MergeError(str(exc)) from None
 
 
 def _dominant_dtype(source: TensorSource) -> torch.dtype:

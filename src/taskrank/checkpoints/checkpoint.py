@@ -197,6 +197,8 @@ class Checkpoint:
     def _discover(self) -> list[Path]:
         self.format, files = weight_files(self.path)
         if self.format == "safetensors":
+            # headers parsed by hand: the merge needs each tensor's byte offsets, which the
+            # library does not expose (benchmarks/merge.md, issue 13)
             for f in files:
                 entries, _ = read_header(f)
                 clash = entries.keys() & self._entries.keys()
@@ -275,6 +277,9 @@ class Checkpoint:
                     self._hashes[entry.file] = hashing.StreamingHash(entry.file, handle.fileno(), start)
             stream = self._hashes.get(entry.file)
             on_bytes = stream.feed if stream is not None else None
+            # Positioned reads by hand, not safetensors.safe_open: opened for each read, the
+            # library was slower in the whole `taskrank merge` and went over its time bar for
+            # new inputs; held open, over its memory bar (benchmarks/merge.md, issue 13).
             return read_tensor(handle, entry, on_bytes, pool=self.pool, span=span)
         file = self._bin_map[key]
         if self._bin_cache is None or self._bin_cache[0] != file:

@@ -1,14 +1,18 @@
 """Safetensors reading and streaming writing, by hand rather than through the ``safetensors``
 library, where the library cannot keep a merge within its bars (peak RSS ≤ 1.25 × one
 checkpoint, wall time ≤ 2 × the cold I/O floor): ``benchmarks/bench_safetensors.py`` runs
-the merge's reads and writes both ways, and ``benchmarks/merge.md`` records the outcome.
+the merge's reads and writes both ways, and ``benchmarks/merge.md`` (issue 13) records the
+outcome.
 
 - Reads (:func:`read_tensor`) are positioned reads into recycled buffers, and a merge feeds
   the bytes it reads, at their offsets, to the sha256 of each input. ``safe_open`` memory-maps
-  the file: a mapping held through the merge keeps every page read resident (peak RSS about
-  three checkpoints, over the bar). One opened anew per read stays within the memory bar;
-  against these reads its speed is not settled (the runs recorded disagree), so the reads
-  are kept until a quiet machine decides.
+  the file: a mapping held through the merge keeps every page read resident, over the memory
+  bar. Opened anew for each read (a tensor, or the rows of a piece, copied out before the
+  mapping is dropped) it stays within the memory bar, and in the merge's own loop alone it is
+  faster; but in the whole ``taskrank merge``, on the same cores as the hashing and writing,
+  its per-read cost (opening, mapping, parsing the header each time) made the command slower
+  than these reads and took it over the time bar for new inputs. Returning the mapped tensor
+  without the copy was slower still.
 - The header (:func:`read_header`) is parsed here for the byte offsets, which the library
   does not expose (a merge reads in on-disk order and hashes the bytes it reads), and for
   errors that name the file and what is wrong with it.
@@ -231,7 +235,9 @@ class ShardedSafetensorsWriter:
 
     The headers are computed up front from the plan (names, shapes, dtypes), so each tensor,
     or each piece of one (:meth:`write_span`), is written to disk as soon as it is computed
-    and then dropped: memory stays at what is in hand, never the model.
+    and then dropped: memory stays at what is in hand, never the model. (The library's
+    ``save_file`` takes the whole output at once, over the merge's memory bar:
+    ``benchmarks/merge.md``, issue 13.)
     """
 
     def __init__(self, out_dir: Path, plan: Iterable[TensorSpec], max_shard_size: str | int = "2GB"):

@@ -12,7 +12,6 @@ import logging
 import os
 import pkgutil
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import NoReturn
@@ -22,7 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
-from ..errors import ConfigError, TaskrankError
+from ..atomic import file_in_the_way
+from ..errors import TaskrankError
 
 app = typer.Typer(
     name="taskrank",
@@ -74,7 +74,7 @@ def _os_error_text(exc: OSError) -> str:
     what = " ".join((exc.strerror or str(exc) or type(exc).__name__).split())
     names = [_path_text(name) for name in (exc.filename, exc.filename2) if name is not None]
     if exc.errno in (errno.ENOTDIR, errno.EEXIST) and names:
-        blocker = _file_in_the_way(Path(names[0]))
+        blocker = file_in_the_way(Path(names[0]))
         if blocker is not None:
             where = "" if blocker == Path(names[0]) else f"{names[0]}: "
             return f"{where}{blocker} is a file, not a folder"
@@ -83,54 +83,6 @@ def _os_error_text(exc: OSError) -> str:
 
 def _path_text(name: object) -> str:
     return os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
-
-
-def _file_in_the_way(path: Path) -> Path | None:
-    """The nearest existing one of ``path`` and its parents, when that is not a folder."""
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return None if candidate.is_dir() else candidate
-    return None
-
-
-def check_output(out: Path, overwrite: bool, *, folder: bool = False, existing_ok: bool = False) -> None:
-    """Refuse, before any work is done, an output the command could not write at its end: one
-    that exists (without ``overwrite``), a file output that is a folder or a special file (a
-    device such as /dev/null, a pipe: renaming onto it would replace it), a path under a file, or
-    one whose folder takes no new entries (no permission, a read-only file system, /proc).
-
-    The last is tried, not guessed from permission bits (which root ignores): an empty folder
-    is made in the nearest existing folder of ``out`` and removed at once.
-    ``existing_ok``: an existing output is the command's to judge (the demo resumes into one,
-    writing inside it: the probe is made there)."""
-    if not folder and out.is_dir():
-        raise ConfigError(f"output {out} is a folder; give the path of a file")
-    if not folder and out.exists() and not out.is_file():
-        # the output is renamed into place: --overwrite would replace /dev/null or a pipe itself
-        raise ConfigError(
-            f"output {out} is not a regular file (a device, pipe or socket); give the path of a file"
-        )
-    if out.exists() and not (overwrite or existing_ok):
-        raise ConfigError(f"output {out} already exists; pass --overwrite to replace it")
-    blocker = _file_in_the_way(out.parent)
-    if blocker is not None:
-        raise ConfigError(f"cannot write {out}: {blocker} is a file, not a folder")
-    if existing_ok and out.is_dir():
-        parent = out  # resumed into: written inside, so its own parent may well be read-only
-    else:
-        parent = next((p for p in (out.parent, *out.parent.parents) if p.is_dir()), Path("."))
-    try:
-        probe = tempfile.mkdtemp(prefix=".taskrank-probe-", dir=parent)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"cannot write {out}: nothing can be created in {parent} ({reason})") from None
-    os.rmdir(probe)
-    if not folder and out.parent.is_dir():
-        # the temporary file a killed command left for this output (atomic_dir does this for
-        # folders itself); removed with a warning naming it
-        from ..atomic import remove_stale_temporaries
-
-        remove_stale_temporaries(out.parent, name=out.name)
 
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

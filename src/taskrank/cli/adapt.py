@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ..vocabulary import DEVICES_TEXT, TRAINING_DTYPES
+
 
 def adapt_command(
     pretrained: str = typer.Option(..., "--pretrained", "-p", help="θ_pretrained: directory or hub id."),
@@ -37,15 +39,18 @@ def adapt_command(
     skip_empty: bool = typer.Option(
         False, "--skip-empty", help="Skip documents with no text instead of failing."
     ),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps."),
+    device: str = typer.Option("auto", "--device", help=f"{' | '.join(DEVICES_TEXT.split(', '))}."),
     dtype: str = typer.Option(
-        "auto", "--dtype", help="auto (bfloat16 on a capable GPU) | float32 | bfloat16."
+        "auto",
+        "--dtype",
+        help=f"Training precision: {' | '.join(TRAINING_DTYPES)} (auto: bfloat16 on a capable GPU).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Make a domain checkpoint from an unlabeled corpus (MLM, T5 span corruption or next-token LM)."""
     from ..adapt import adapt
-    from . import Interrupted, check_output
+    from ..atomic import check_output
+    from . import Interrupted
 
     check_output(out, overwrite, folder=True)
     try:

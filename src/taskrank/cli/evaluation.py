@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
+from ..atomic import check_output
 from ..errors import ConfigError, DataError
-from . import check_output  # defined before taskrank.cli imports its command modules
+from ..vocabulary import Correction, SignificanceTest
 
 logger = logging.getLogger(__name__)
 
@@ -197,9 +198,11 @@ def evaluate_command(
     baseline: list[str] = typer.Option(
         [], "--baseline", "-b", help="Systems to test against (default: all pairs)."
     ),
-    test: str = typer.Option("student", "--test", help="student | fisher."),
+    test: SignificanceTest = typer.Option("student", "--test", help="Paired significance test."),
     p_value: float = typer.Option(0.01, "--p-value", help="Significance level after correction."),
-    correction: str = typer.Option("bonferroni", "--correction", help="bonferroni | none."),
+    correction: Correction = typer.Option(
+        "bonferroni", "--correction", help="Correction for testing several systems."
+    ),
     seed: int = typer.Option(42, "--seed", help="Seed of the randomisation test."),
     fmt: str = typer.Option("markdown", "--format", "-f", help="markdown | latex | json."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the table to this file."),

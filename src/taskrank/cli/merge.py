@@ -35,8 +35,8 @@ def merge_command(
 ) -> None:
     """Merge a ranker with a domain task vector: θ_ranker + α·(θ_domain − θ_pretrained)."""
     # Hash the local inputs for the model card while torch loads (none of this imports torch).
+    from ..atomic import check_output
     from ..checkpoints.hashing import read_ahead
-    from . import check_output
 
     check_output(out, overwrite, folder=True)
     read_ahead(f for ref in (ranker, domain, pretrained) for f in _local_weight_files(ref))

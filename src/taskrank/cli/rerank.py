@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ..errors import ConfigError, DataError
-from ..vocabulary import Kind  # not ..rerankers: no numpy at start-up; typer lists a Literal's values
+
+# not ..rerankers: no numpy at start-up; typer lists a Literal's values as the choices
+from ..vocabulary import DEVICES_TEXT, DTYPES, Kind
 
 if TYPE_CHECKING:
     from ..data import Run
@@ -69,8 +71,10 @@ def rerank_command(
         help="Maximum input length in tokens (default: the model's own, e.g. a sentence-transformers "
         "max_seq_length, else 512).",
     ),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16 (GPU only)."),
+    device: str = typer.Option("auto", "--device", help=f"{' | '.join(DEVICES_TEXT.split(', '))}."),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help=f"{' | '.join(DTYPES)} (float16: GPU only), or auto; default: the checkpoint's."
+    ),
     threads: int | None = typer.Option(
         None,
         "--threads",
@@ -86,10 +90,10 @@ def rerank_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Re-rank the top-k candidates of each query with a model of the given family."""
+    from ..atomic import check_output
     from ..data import load_beir, read_run, write_run
     from ..rerankers import load_reranker, select_candidates
     from ..threads import resolve_threads, torch_threads
-    from . import check_output
 
     options: dict[str, Any] = dict(parse_option(text) for text in option)  # family options
     check_output(out, overwrite)

@@ -119,7 +119,7 @@ class ModelsConfig(StrictModel):
 class ScoringConfig(StrictModel):
     """How the re-rankers run."""
 
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    device: str = Field("auto", description=DEVICES_TEXT)
     dtype: Dtype | None = Field(None, description="model dtype (default: float32)")
     batch_size: int = Field(32, gt=0, description="pairs per forward pass")
     max_length: int | None = Field(

@@ -59,7 +59,7 @@ def read_lines(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
         with opener(path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):

@@ -33,7 +33,8 @@ import numpy as np
 
 from ..data import ranked
 from ..errors import ConfigError, DataError
-from ..vocabulary import METRIC_ALIASES, METRIC_FAMILIES, canonical_metric, display_metric, parse_metric
+from ..vocabulary import METRIC_ALIASES, canonical_metric, display_metric, parse_metric
+from ..vocabulary import METRIC_FAMILIES as METRIC_LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +56,15 @@ _UNCUT: dict[str, str] = {
     "map": "map",
     "mrr": "recip_rank",
 }
-if set(_CUT) != set(METRIC_FAMILIES) or set(_UNCUT) != set(METRIC_FAMILIES):
+if set(_CUT) != set(METRIC_LABELS) or set(_UNCUT) != set(METRIC_LABELS):
     raise RuntimeError(
         "taskrank.evaluation.metrics: its trec_eval measures do not match vocabulary.METRIC_FAMILIES"
     )
+
+#: metric family -> (trec_eval measure at a cutoff k, display name), as taskrank 0.1 exported it
+METRIC_FAMILIES: dict[str, tuple[str, str]] = {
+    family: (_CUT[family], label) for family, label in METRIC_LABELS.items()
+}
 
 RULES: tuple[str, ...] = (
     "Queries without relevance judgments are excluded.",

@@ -13,7 +13,7 @@ systems with identical per-query values get identical p-values and identical mar
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +47,7 @@ def paired_test(
     >>> paired_test([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], "fisher")  # 2 of 16 flips as extreme
     0.125
     """
-    from scipy import stats
-
-    if test not in TESTS:
+    if test not in TEST_FUNCTIONS:
         raise ConfigError(f"unknown significance test {test!r}; valid: {', '.join(TESTS)}")
     x = np.asarray(a, dtype=float)
     y = np.asarray(b, dtype=float)
@@ -60,12 +58,23 @@ def paired_test(
     diff = x - y
     if x.size < 2 or np.all(np.abs(diff) <= EQUAL_TOLERANCE):
         return 1.0  # no difference (scipy's ttest_rel would give NaN here)
-    if test == "student":
-        if np.all(diff == diff[0]):
-            return 0.0  # a constant non-zero difference: the t statistic is infinite
-        return float(stats.ttest_rel(x, y).pvalue)
+    return TEST_FUNCTIONS[test](x, y, seed, resamples)
+
+
+def _student(x: np.ndarray, y: np.ndarray, seed: int, resamples: int) -> float:
+    from scipy import stats
+
+    diff = x - y
+    if np.all(diff == diff[0]):
+        return 0.0  # a constant non-zero difference: the t statistic is infinite
+    return float(stats.ttest_rel(x, y).pvalue)
+
+
+def _fisher(x: np.ndarray, y: np.ndarray, seed: int, resamples: int) -> float:
+    from scipy import stats
+
     result = stats.permutation_test(
-        (diff,),
+        (x - y,),
         lambda d, axis: np.abs(np.mean(d, axis=axis)),
         permutation_type="samples",
         n_resamples=resamples,
@@ -74,6 +83,20 @@ def paired_test(
         rng=np.random.default_rng(seed),
     )
     return float(result.pvalue)
+
+
+#: The registry of paired tests: one function per name of ``vocabulary.SIGNIFICANCE_TESTS``.
+TEST_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray, int, int], float]] = {
+    "student": _student,
+    "fisher": _fisher,
+}
+#: The registry of corrections: the corrected p of one of ``m`` comparisons.
+CORRECTION_FUNCTIONS: dict[str, Callable[[float, int], float]] = {
+    "bonferroni": lambda p, m: min(1.0, p * m),
+    "none": lambda p, m: p,
+}
+if tuple(TEST_FUNCTIONS) != tuple(SIGNIFICANCE_TESTS) or tuple(CORRECTION_FUNCTIONS) != tuple(CORRECTIONS):
+    raise RuntimeError("evaluation.significance implements other tests or corrections than the vocabulary")
 
 
 @dataclass(frozen=True)
@@ -314,7 +337,7 @@ def compare(
     """
     if test not in TESTS:
         raise ConfigError(f"unknown significance test {test!r}; valid: {', '.join(TESTS)}")
-    if correction not in CORRECTIONS:
+    if correction not in CORRECTION_FUNCTIONS:
         raise ConfigError(f"unknown correction {correction!r}; valid: {', '.join(CORRECTIONS)}")
     if not 0 < p_value < 1:
         raise ConfigError(f"p_value must be in (0, 1), got {p_value}")
@@ -335,7 +358,7 @@ def compare(
             a = evaluations[system].values(key)
             b = evaluations[baseline].values(key)
             p = paired_test(a, b, test, seed=seed)
-            corrected = min(1.0, p * m) if correction == "bonferroni" else p
+            corrected = CORRECTION_FUNCTIONS[correction](p, m)
             diff = float(np.mean(a) - np.mean(b))
             tests.append(PairTest(key, system, baseline, diff, p, corrected, corrected < p_value))
     return Comparison(systems, keys, evaluations, tests, test, p_value, correction, m, seed, base)

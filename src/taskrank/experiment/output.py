@@ -1,5 +1,8 @@
-"""What a run writes into its results folder: the marker and the config first, the runs as the
-systems finish, then the metrics, ``results.json``, ``environment.json`` and the report.
+"""What a run writes into its results folder, in this order: the marker and the config; each
+system's runs as it is scored (a sweep's α and an ablation's layer runs one by one, a table row's
+test runs when its system finishes); the dev runs of the rows scored on dev once every system has
+run; then ``metrics/test.json`` (every row's means and per-query values), ``environment.json``,
+``results.json`` and the report.
 
 The folder's ownership (its manifest, what ``--overwrite`` may delete) is
 :mod:`taskrank.experiment.folder`'s.
@@ -11,18 +14,14 @@ import contextlib
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..atomic import remove_stale_temporaries, write_json, write_text
 from ..config import ExperimentConfig, dump_config
 from ..errors import ConfigError
 from ..locking import lock_folder
 from .folder import EXPERIMENT_FILE, bookkeeping, check_output, clear_output, record_outputs
-from .results import RunFile
+from .results import ResultsJson, RunFile
 from .steps import Run
-
-if TYPE_CHECKING:
-    from ..report.tables import Results
 
 MODEL_FOLDER = "model"
 """``runs/<split>/model/``: the model-alone runs of systems whose reported runs are fused."""
@@ -106,7 +105,12 @@ def start_folder(config: ExperimentConfig) -> None:
     write_text(out / "config.yaml", dump_config(config))
 
 
-def write_results(out: Path, results: Results, environment: Mapping[str, object], *, plots: bool) -> Path:
+def write_metrics(out: Path, per_query: Mapping[str, object]) -> None:
+    """``metrics/test.json``: every row's means and per-query values, by system name."""
+    write_json(out / "metrics" / "test.json", per_query)
+
+
+def write_results(out: Path, results: ResultsJson, environment: Mapping[str, object], *, plots: bool) -> Path:
     """``environment.json``, ``results.json`` and the report; returns the report's path."""
     write_json(out / "environment.json", environment)
     write_json(out / "results.json", results)
@@ -122,5 +126,6 @@ __all__ = [
     "slug",
     "start_folder",
     "unique_slugs",
+    "write_metrics",
     "write_results",
 ]

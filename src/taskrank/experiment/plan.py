@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from .steps import PlannedStep, Steps
-from .systems import Need, handlers
+from .systems import Need, handlers, in_run_order
 
 
 def needed(steps: Steps) -> list[Need]:
-    """Every re-ranking the run will do, system by system (see :mod:`.systems`)."""
-    return [need for handler in handlers(steps) for need in handler.needs(steps)]
+    """Every re-ranking the run will do, system by system in the order the run scores them
+    (see :mod:`.systems`)."""
+    return [need for handler in in_run_order(handlers(steps)) for need in handler.needs(steps)]
 
 
 def plan_steps(steps: Steps) -> list[PlannedStep]:
@@ -33,7 +34,9 @@ def plan_steps(steps: Steps) -> list[PlannedStep]:
         state, target = need.state, need.split
         if state is None or target is None:
             pairs = len(data.test.queries) * top
-            planned.append(PlannedStep("rerank", f"{need.system}: test at the chosen α", None, pairs, False))
+            planned.append(
+                PlannedStep("rerank", f"{need.system_name}: test at the chosen α", None, pairs, False)
+            )
             continue
         key = steps.rerank_key(state, target)
         if key in seen:
@@ -45,7 +48,7 @@ def plan_steps(steps: Steps) -> list[PlannedStep]:
             pairs, exact = sum(min(top, len(d)) for d in run.values()), True
         else:
             pairs, exact = len(target.queries) * top, False
-        label = f"{need.system}: {state.label()} on {target.role}"
+        label = f"{need.system_name}: {state.label()} on {target.role}"
         planned.append(PlannedStep("rerank", label, cached, 0 if cached else pairs, exact))
     return planned
 

@@ -2,14 +2,17 @@
 
 The handlers (:mod:`taskrank.experiment.systems`) return a :class:`SystemOutcome` per system: a
 table row (:class:`SystemResult`), an α sweep (:class:`SweepResult`) or a layer ablation
-(:class:`AblationResult`), and the runs to write. :func:`results_dict` assembles the
-``results.json`` the report is rendered from (its format is described in :mod:`taskrank.report`).
+(:class:`AblationResult`); they hand each run to write (:class:`RunFile`) to the results folder's
+writer as soon as it is scored. :func:`results_dict` assembles the ``results.json``
+(:class:`ResultsJson`) the report is rendered from (its format is described in
+:mod:`taskrank.report`); the typed dicts here are the shapes of its parts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 from ..vocabulary import canonical_metric
 from .models import ModelState
@@ -22,6 +25,112 @@ if TYPE_CHECKING:
 Marks = dict[str, dict[str, dict[str, list[str]]]]
 
 
+class SplitScores(TypedDict):
+    """A reference's measure on the splits a sweep scores (None: the split is not scored)."""
+
+    dev: float | None
+    test: float | None
+
+
+class SweepFirstStage(SplitScores):
+    """The first stage as a sweep's reference: its name and its measures."""
+
+    name: str
+
+
+class SweepVariant(TypedDict):
+    """A sweep's measures of one variant: one value per α on dev (None without a dev set) and
+    on test (None where not scored), and the ranker alone."""
+
+    dev: list[float | None] | None
+    test: list[float | None]
+    ranker: SplitScores
+
+
+#: An ablation's measures of one variant: the references (``ranker``, ``full``) and one value
+#: per layer for each mode it runs (``only``, ``except``; a keyword, hence this form).
+AblationScores = TypedDict(
+    "AblationScores",
+    {"ranker": float, "full": float, "only": list[float], "except": list[float]},
+    total=False,
+)
+
+
+class AblationFirstStage(TypedDict):
+    """The first stage as an ablation's reference: its name and its measure on the split."""
+
+    name: str
+    value: float
+
+
+class VariantScores(TypedDict):
+    """A row's measures of one run: each metric's mean and its value per query."""
+
+    mean: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+
+
+class SignificanceInfo(TypedDict):
+    """``results.json`` ``significance``: the settings, every paired test, the table's marks."""
+
+    test: str
+    p_value: float
+    correction: str
+    baselines: list[str]
+    family: str | None  # None: no pair tested
+    num_comparisons: int
+    tests: list[dict[str, object]]
+    marks: Marks
+
+
+class DatasetInfo(TypedDict):
+    """``results.json`` ``dataset``."""
+
+    name: str
+    split: str
+    dev: str | None
+    queries: int
+    documents: int
+    notes: list[str]
+
+
+class VariantsInfo(TypedDict):
+    """``results.json`` ``variants``: the reported one, those available, and their labels."""
+
+    reported: str
+    available: list[str]
+    labels: dict[str, str]
+    first_stage: str
+
+
+class _ResultsJson(TypedDict):
+    title: str
+    description: str
+    experiment: str
+    dataset: DatasetInfo
+    first_stage: str
+    scoring: dict[str, object] | None
+    fusion: str
+    fusion_weights: dict[str, dict[str, object]]
+    variants: VariantsInfo
+    metrics: list[str]
+    primary_metric: str
+    baselines: list[str]
+    systems: list[dict[str, object]]
+    significance: SignificanceInfo
+    sweeps: dict[str, dict[str, object]]
+    ablations: dict[str, dict[str, object]]
+    notes: list[str]
+    latex: bool
+
+
+class ResultsJson(_ResultsJson, total=False):
+    """``results.json``, its top-level keys in file order (see :mod:`taskrank.report`);
+    ``environment`` is added by the runner once every system has run."""
+
+    environment: dict[str, object]
+
+
 @dataclass
 class RunFile:
     """A run to write under ``runs/<split>/`` (see :class:`taskrank.experiment.output.RunWriter`)."""
@@ -31,6 +140,10 @@ class RunFile:
     system: str
     stem: str | None  # a sweep's α or an ablation's variant; None: the system's own run
     run: Run
+
+
+#: Writes a run into the results folder (:meth:`taskrank.experiment.output.RunWriter.write_file`).
+WriteRun = Callable[[RunFile], None]
 
 
 @dataclass
@@ -46,7 +159,7 @@ class SystemResult:
     dev: bool = False  # scored on dev too: its dev runs are written
 
     @property
-    def measured_variants(self) -> bool:
+    def has_variants(self) -> bool:
         """Whether the row has variants (a re-ranking system), not the first stage's one run."""
         return None not in self.runs
 
@@ -63,10 +176,10 @@ class SweepResult:
     weights: list[float] | None
     weights_source: str
     weights_text: str | None
-    ranker: dict[str, float | None]
-    first_stage: dict[str, str | float | None]
+    ranker: SplitScores
+    first_stage: SweepFirstStage
     reported_variant: str
-    variants: dict[str, dict[str, Any]]
+    variants: dict[str, SweepVariant]
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -79,8 +192,8 @@ class AblationResult:
     alpha: float
     layers: list[int]
     split: str
-    scores: dict[str, dict[str, Any]]  # variant → {"ranker", "full", "only": [...], "except": [...]}
-    first_stage: dict[str, str | float]
+    scores: dict[str, AblationScores]  # by variant
+    first_stage: AblationFirstStage
     weights: list[float] | None
     weights_text: str | None
     reported_variant: str
@@ -104,13 +217,13 @@ class AblationResult:
 
 @dataclass
 class SystemOutcome:
-    """What one system produced: a table row, a sweep or an ablation section, and runs to write."""
+    """What one system produced: a table row, a sweep or an ablation section (its runs are
+    written as they are scored)."""
 
     name: str
     row: SystemResult | None = None  # None: an ablation has no row in the table
     sweep: SweepResult | None = None
     ablation: AblationResult | None = None
-    files: list[RunFile] = field(default_factory=list)
 
 
 @dataclass
@@ -119,13 +232,13 @@ class MeasuredRow:
     ``metrics/test.json``)."""
 
     result: SystemResult
-    scores: dict[str | None, dict[str, Any]]  # variant → {"mean", "per_query"}
+    scores: dict[str | None, VariantScores]  # by variant; the first stage's one run under None
     reported: str
 
     def to_dict(self) -> dict[str, object]:
         row = self.result
         out: dict[str, object] = {"name": row.name, "type": row.type, "details": row.details.strip("; ")}
-        if not row.measured_variants:
+        if not row.has_variants:
             out["mean"] = self.scores[None]["mean"]
             return out
         out["mean"] = self.scores[self.reported]["mean"]
@@ -134,8 +247,8 @@ class MeasuredRow:
         return out
 
     def per_query(self) -> dict[str, object]:
-        if not self.result.measured_variants:
-            return self.scores[None]
+        if not self.result.has_variants:
+            return dict(self.scores[None])
         reported = self.scores[self.reported]
         return {**reported, "reported_variant": self.reported, "variants": self.scores}
 
@@ -188,7 +301,7 @@ def fusion_text(steps: Steps) -> str:
 # --------------------------------------------------------------------------- significance
 
 
-def significance(steps: Steps, runs: dict[str, Run]) -> dict[str, object]:
+def significance(steps: Steps, runs: dict[str, Run]) -> SignificanceInfo:
     """The paired tests of the table's runs: settings, every test with raw and corrected
     p-values (``tests``), and the marks the table shows (``marks``)."""
     from ..evaluation import compare
@@ -196,7 +309,7 @@ def significance(steps: Steps, runs: dict[str, Run]) -> dict[str, object]:
     config = steps.config
     sig = config.significance
     baselines = config.baselines()
-    info: dict[str, object] = {
+    info: SignificanceInfo = {
         "test": sig.test,
         "p_value": sig.p_value,
         "correction": sig.correction,
@@ -257,9 +370,8 @@ def results_dict(
     steps: Steps,
     rows: list[MeasuredRow],
     outcomes: list[SystemOutcome],
-    significance_info: dict[str, object],
-    notes: list[str],
-) -> dict[str, Any]:
+    significance_info: SignificanceInfo,
+) -> ResultsJson:
     """``results.json`` (without ``environment``, which the runner adds)."""
     config, data = steps.config, steps.data
     test = data.test
@@ -298,6 +410,8 @@ def results_dict(
         "significance": significance_info,
         "sweeps": {o.name: o.sweep.to_dict() for o in outcomes if o.sweep is not None},
         "ablations": {o.name: o.ablation.to_dict() for o in outcomes if o.ablation is not None},
-        "notes": notes,
+        # notes on the run as a whole (the dataset's are under dataset.notes): the runner has
+        # none to add today; the key stays in the format, and the report lists any it holds
+        "notes": [],
         "latex": config.report.latex,
     }

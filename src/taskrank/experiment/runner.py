@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from ..config import AblationSystem, ExperimentConfig, SweepSystem
 from ..errors import DataError
@@ -22,16 +22,36 @@ from ..vocabulary import canonical_metric
 from .cache import FingerprintMemo, StepCache
 from .folder import check_output
 from .models import ModelState, Scoring, resolve_scoring
-from .output import RunWriter, results_folder, start_folder, write_results
+from .output import RunWriter, results_folder, start_folder, write_metrics, write_results
 from .preflight import Checkpoints, Data, Split, ablation_layers, load_data, resolve_checkpoints
-from .results import MeasuredRow, SystemOutcome, SystemResult, results_dict, significance
+from .results import (
+    MeasuredRow,
+    ResultsJson,
+    SystemOutcome,
+    SystemResult,
+    VariantScores,
+    results_dict,
+    significance,
+)
 from .steps import PlannedStep, Run, Steps
-from .systems import Handler, ModelHandler, handlers
+from .systems import Handler, handlers, scored_first
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+
+class RunStats(TypedDict):
+    """How a run went: the output status, the step cache's hits and misses, the models loaded
+    (by role, in order), the query-document pairs scored and the seconds it took."""
+
+    status: str
+    cache_hits: int
+    cache_misses: int
+    model_loads: list[str]
+    pairs_scored: int
+    seconds: float
 
 
 @dataclass
@@ -40,9 +60,9 @@ class ExperimentResult:
 
     output: Path
     report: Path
-    results: dict[str, Any]
+    results: ResultsJson
     table: str
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: RunStats
 
 
 class Experiment:
@@ -62,7 +82,6 @@ class Experiment:
         self.cache = StepCache(config.cache_path())
         self.memo = FingerprintMemo(self.cache.root / "fingerprints.json")
         self.out = config.output_path()
-        self.notes: list[str] = []
         self._steps: Steps | None = None
         self._device: torch.device | None = None
 
@@ -77,6 +96,7 @@ class Experiment:
         data = load_data(self.config, progress=self.progress)
         ckpts = resolve_checkpoints(self.config, self.memo, download=download)
         self._device = resolve_device(self.config.scoring.device)
+        previous = self._steps
         self._steps = Steps(
             self.config,
             data,
@@ -87,6 +107,8 @@ class Experiment:
             threads=resolve_threads(self.config.scoring.threads),  # once: cgroup files read once
             progress=self.progress,
         )
+        if previous is not None:  # prepared again (prepare(); rerank(); run()): its models are kept
+            self._steps.take_models(previous)
         for i, system in enumerate(self.config.systems):
             if isinstance(system, AblationSystem):
                 ablation_layers(system, ckpts.depth)  # unknown depth: an error now, not later
@@ -180,7 +202,7 @@ class Experiment:
         from ..report import results_table
 
         pool = self.steps.pool
-        stats = {
+        stats: RunStats = {
             "status": status,
             "cache_hits": self.cache.hits,
             "cache_misses": self.cache.misses,
@@ -203,32 +225,32 @@ class Experiment:
             "threads": self.steps.threads,
         }
 
-    def _compute(self) -> dict[str, Any]:
-        """Score every system, write its runs and metrics; returns ``results.json`` (no environment)."""
+    def _compute(self) -> ResultsJson:
+        """Score every system, write its runs (each as soon as it is scored) and the metrics;
+        returns ``results.json`` (no environment)."""
         steps = self.steps
         systems = handlers(steps)
         self._score_domain_first(systems)
         writer = RunWriter(self.out, [s.name for s in systems], steps.reported_variant())
-        outcomes = []
+        outcomes: list[SystemOutcome] = []
+        rows: list[MeasuredRow] = []
         for handler in systems:
-            steps.system = handler.name  # named on the progress bars of what it scores
-            outcome = handler.compute(steps)
-            for file in outcome.files:
-                writer.write_file(file)
+            steps.system_name = handler.name  # named on the progress bars of what it scores
+            outcome = handler.compute(steps, writer.write_file)
+            if outcome.row is not None:  # its test runs are written and measured now
+                rows.append(self._measure(outcome.row, writer))
             outcomes.append(outcome)
-        rows = [self._measure(outcome.row, writer) for outcome in outcomes if outcome.row is not None]
         self._write_dev_runs(outcomes, writer)
-        _write_metrics(self.out, rows)
+        write_metrics(self.out, {row.result.name: row.per_query() for row in rows})
         table_runs = {row.result.name: _table_run(row) for row in rows}
-        return results_dict(steps, rows, outcomes, significance(steps, table_runs), self.notes)
+        return results_dict(steps, rows, outcomes, significance(steps, table_runs))
 
     def _score_domain_first(self, systems: list[Handler]) -> None:
         """The domain model's systems first, so it is released before the ranker is loaded."""
         steps = self.steps
-        for handler in systems:
-            if isinstance(handler, ModelHandler) and handler.first:
-                steps.system = handler.name
-                steps.final_run(handler.state(), steps.data.test)
+        for handler in scored_first(systems):
+            steps.system_name = handler.name
+            steps.final_run(handler.state(), steps.data.test)
         if steps.pool is not None:
             steps.pool.release_domain()
 
@@ -237,7 +259,7 @@ class Experiment:
         from ..evaluation import evaluate
 
         metrics, test = self.config.metrics, self.data.test
-        scores: dict[str | None, dict[str, Any]] = {}
+        scores: dict[str | None, VariantScores] = {}
         for variant, run in row.runs.items():
             writer.write("test", variant, row.name, None, run)
             evaluation = evaluate(run, test.qrels, metrics)
@@ -256,7 +278,7 @@ class Experiment:
             row = outcome.row
             if row is None:
                 continue
-            if not row.measured_variants:
+            if not row.has_variants:
                 writer.write("dev", None, row.name, None, steps.first_stage(dev))
             elif row.dev and row.state is not None:
                 for variant, run in steps.variant_runs(row.state, dev).items():
@@ -269,11 +291,4 @@ def _table_run(row: MeasuredRow) -> Run:
     return runs[None] if None in runs else runs[row.reported]
 
 
-def _write_metrics(out: Path, rows: list[MeasuredRow]) -> None:
-    """``metrics/test.json``: every row's means and per-query values."""
-    from ..atomic import write_json
-
-    write_json(out / "metrics" / "test.json", {row.result.name: row.per_query() for row in rows})
-
-
-__all__ = ["Experiment", "ExperimentResult"]
+__all__ = ["Experiment", "ExperimentResult", "RunStats"]

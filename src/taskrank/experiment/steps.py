@@ -88,7 +88,7 @@ class Steps:
         self.progress = progress
         self.pool: ModelPool | None = None
         self.pairs_scored = 0
-        self.system: str | None = None  # the system being computed, named on the progress bars
+        self.system_name: str | None = None  # the system being computed, named on the progress bars
         self._fs: dict[str, Run] = {}
         self._fs_keys: dict[str, str] = {}
         self._weights: dict[ModelState, FusionWeights] = {}
@@ -257,7 +257,7 @@ class Steps:
     def _bar_label(self, state: ModelState, split: Split) -> str:
         # the bar says what it scores: many passes of one model follow each other in a run
         model = {"ranker": "ranker", "domain": "domain model"}.get(state.role, f"TA {state.label()}")
-        system = self.system
+        system = self.system_name
         if system and system != model:
             return f"{system}: {model} · {split.role} split"
         return f"{model} · {split.role} split"
@@ -314,8 +314,9 @@ class Steps:
     def variant_runs(self, state: ModelState, split: Split) -> dict[str, Run]:
         """``{"fused": …, "model": …}``: the run of ``state`` fused with the first stage (unless
         fusion is ``none``) and its re-ranker scores alone."""
+        weights = self.weights(state).weights  # first: tuned on dev, before the split is scored
         runs = {"model": self.rerank(state, split)}
-        if self.weights(state).weights is None:
+        if weights is None:
             return runs
         return {"fused": self.final_run(state, split), **runs}
 
@@ -327,10 +328,28 @@ class Steps:
         metric = metric or self.config.report.primary_metric
         return float(evaluate(run, split.qrels, [metric]).mean[canonical_metric(metric)])
 
+    def take_models(self, previous: Steps) -> None:
+        """Take over the models ``previous`` loaded (the experiment is prepared again) when they
+        score as these steps do, so none is loaded twice; free them otherwise."""
+        pool, previous.pool = previous.pool, None
+        self.pairs_scored += previous.pairs_scored
+        if pool is None:
+            return
+        same = (pool.checkpoints.paths, pool.checkpoints.fingerprints, pool.scoring, pool.device) == (
+            self.ckpts.paths,
+            self.ckpts.fingerprints,
+            self.resolved_scoring,
+            self.device,
+        )
+        if same:
+            self.pool = pool
+        else:
+            pool.close()
+
     def close(self) -> None:
         """Free the loaded models."""
         if self.pool is not None:
             self.pool.close()
 
 
-__all__ = ["FusionWeights", "PlannedStep", "Run", "Steps", "top_k"]
+__all__ = ["FusionWeights", "PlannedStep", "Run", "Steps"]

@@ -1,6 +1,7 @@
 """One handler per system type of an experiment: which re-rankings a system needs (for the dry
 run's plan) and how its results are computed (for the run), side by side, from the same model
-states.
+states and in the same order. A handler writes each run it produces beyond its table row (a
+sweep's α, an ablation's layer) as soon as it is scored, so no system holds all of them at once.
 
     first-stage  the first stage's run itself
     ranker       the ranker alone              domain   the domain model alone
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from ..config import (
     AblationSystem,
@@ -24,21 +25,30 @@ from ..config import (
     SweepSystem,
     System,
 )
+from ..vocabulary import MODES, Mode
 from .models import ModelState
 from .preflight import Split, ablation_layers
 from .results import (
+    AblationFirstStage,
     AblationResult,
+    AblationScores,
     RunFile,
+    SplitScores,
+    SweepFirstStage,
     SweepResult,
+    SweepVariant,
     SystemOutcome,
     SystemResult,
+    WriteRun,
     details_weights,
     weights_words,
 )
 from .steps import Run, Steps
 
+#: the splits a sweep scores
+Role = Literal["dev", "test"]
 #: a sweep's measures: variant → split → one value per α (None: not scored)
-Values = dict[str, dict[str, list[float | None]]]
+Values = dict[str, dict[Role, list[float | None]]]
 
 
 @dataclass(frozen=True)
@@ -46,13 +56,16 @@ class Need:
     """A re-ranking the run will do: ``state`` on ``split``; both None when the state is only
     known after earlier steps (a sweep's test split at the α chosen on dev)."""
 
-    system: str
+    system_name: str
     state: ModelState | None
     split: Split | None
 
 
 class Handler:
-    """What one system needs scored (:meth:`needs`) and how its results are computed (:meth:`compute`)."""
+    """What one system needs scored (:meth:`needs`) and how its results are computed (:meth:`compute`).
+
+    :meth:`needs` lists the re-rankings in the order :meth:`compute` does them, so the dry run
+    lists the steps in the order the run takes them."""
 
     def __init__(self, system: System) -> None:
         self.system = system
@@ -62,10 +75,12 @@ class Handler:
         return self.system.name
 
     def needs(self, steps: Steps) -> Iterator[Need]:
-        """Every re-ranking :meth:`compute` will do, in its order (duplicates included)."""
+        """Every re-ranking :meth:`compute` will do, in the order it does them (duplicates included)."""
         return iter(())
 
-    def compute(self, steps: Steps) -> SystemOutcome:
+    def compute(self, steps: Steps, write: WriteRun) -> SystemOutcome:
+        """The system's results; the runs beyond its table row go to ``write`` as they are scored
+        (the row's own runs are written by the runner, which measures them)."""
         raise NotImplementedError
 
     def with_weights(self, steps: Steps, state: ModelState, splits: list[Split]) -> Iterator[Need]:
@@ -77,7 +92,7 @@ class Handler:
 
 
 class FirstStageHandler(Handler):
-    def compute(self, steps: Steps) -> SystemOutcome:
+    def compute(self, steps: Steps, write: WriteRun) -> SystemOutcome:
         fs = steps.config.first_stage
         run = steps.first_stage(steps.data.test)
         row = SystemResult(self.name, self.system.type, f"{fs.kind}, top {fs.k}", {None: run})
@@ -99,7 +114,7 @@ class ModelHandler(Handler):
     def needs(self, steps: Steps) -> Iterator[Need]:
         return self.with_weights(steps, self.state(), [steps.data.test])
 
-    def compute(self, steps: Steps) -> SystemOutcome:
+    def compute(self, steps: Steps, write: WriteRun) -> SystemOutcome:
         state = self.state()
         return SystemOutcome(self.name, row=model_row(steps, self.system, state, self.details()))
 
@@ -152,7 +167,7 @@ class SweepHandler(Handler):
         system = self.system
         return [ModelState.merged(alpha, system.layers, system.mode) for alpha in system.alphas]
 
-    def splits(self, steps: Steps) -> dict[str, Split | None]:
+    def splits(self, steps: Steps) -> dict[Role, Split | None]:
         return {"dev": steps.data.dev, "test": steps.data.test if self.scores_test() else None}
 
     def needs(self, steps: Steps) -> Iterator[Need]:
@@ -168,10 +183,9 @@ class SweepHandler(Handler):
         splits = [s for s in self.splits(steps).values() if s is not None]
         yield from self.with_weights(steps, ModelState("ranker"), splits)
 
-    def compute(self, steps: Steps) -> SystemOutcome:
+    def compute(self, steps: Steps, write: WriteRun) -> SystemOutcome:
         system, variants = self.system, steps.variants()
         states = self.states()
-        files: list[RunFile] = []
         values: Values = {v: {"dev": [], "test": []} for v in variants}
         for alpha, state in zip(system.alphas, states, strict=True):
             for role, split in self.splits(steps).items():
@@ -181,8 +195,8 @@ class SweepHandler(Handler):
                     values[variant][role].append(
                         None if split is None or run is None else steps.measure(run, split)
                     )
-                    if run is not None:
-                        files.append(RunFile(role, variant, system.name, f"alpha={alpha:g}", run))
+                    if run is not None:  # written now: the sweep holds one α's runs at a time
+                        write(RunFile(role, variant, system.name, f"alpha={alpha:g}", run))
         chooser = values[steps.reported_variant()]["dev" if system.select_on == "dev" else "test"]
         best = max(range(len(system.alphas)), key=lambda i: (chooser[i], -i))  # first best on ties
         if not self.scores_test():  # the test split at the chosen α only
@@ -191,20 +205,20 @@ class SweepHandler(Handler):
         sweep = self._result(steps, values, best)
         details = f"α={sweep.best_alpha:g} (best on {system.select_on})"
         row = model_row(steps, system, states[best], details)
-        return SystemOutcome(self.name, row=row, sweep=sweep, files=files)
+        return SystemOutcome(self.name, row=row, sweep=sweep)
 
     def _result(self, steps: Steps, values: Values, best: int) -> SweepResult:
         """The sweep's section, with the first stage and the ranker alone measured as references."""
         system, variants, reported = self.system, steps.variants(), steps.reported_variant()
-        first: dict[str, str | float | None] = {"name": steps.first_stage_name(), "dev": None, "test": None}
-        ranker: dict[str, dict[str, float | None]] = {v: {"dev": None, "test": None} for v in variants}
+        first: SweepFirstStage = {"name": steps.first_stage_name(), "dev": None, "test": None}
+        ranker: dict[str, SplitScores] = {v: {"dev": None, "test": None} for v in variants}
         for role, split in self.splits(steps).items():
             if split is None:
                 continue
             first[role] = steps.measure(steps.first_stage(split), split)
             for variant, run in steps.variant_runs(ModelState("ranker"), split).items():
                 ranker[variant][role] = steps.measure(run, split)
-        by_variant = {
+        by_variant: dict[str, SweepVariant] = {
             variant: {
                 "dev": values[variant]["dev"] if steps.data.dev is not None else None,
                 "test": values[variant]["test"],
@@ -239,30 +253,31 @@ class AblationHandler(Handler):
     def layer_state(self, layer: int, mode: str) -> ModelState:
         return ModelState.merged(self.system.alpha, [layer], mode)
 
-    def references(self) -> dict[str, ModelState]:
+    def references(self) -> dict[Literal["ranker", "full"], ModelState]:
         return {"ranker": ModelState("ranker"), "full": ModelState.merged(self.system.alpha)}
+
+    def modes(self) -> list[Mode]:
+        """The modes the system runs, in the order they are scored (and reported): only, except."""
+        return [mode for mode in MODES if mode in self.system.modes]
 
     def needs(self, steps: Steps) -> Iterator[Need]:
         for state in self.references().values():
             yield from self.with_weights(steps, state, [steps.data.test])
-        for mode in self.system.modes:
+        for mode in self.modes():
             for layer in ablation_layers(self.system, steps.ckpts.depth):
                 yield Need(self.name, self.layer_state(layer, mode), steps.data.test)
 
-    def compute(self, steps: Steps) -> SystemOutcome:
+    def compute(self, steps: Steps, write: WriteRun) -> SystemOutcome:
         system, test = self.system, steps.data.test
         variants = steps.variants()
-        references = self.references()
-        weights = steps.weights(references["full"]).weights
         layers = ablation_layers(system, steps.ckpts.depth)
-        scores: dict[str, dict[str, float | list[float]]] = {v: {} for v in variants}
+        scores: dict[str, AblationScores] = {v: {} for v in variants}
+        references = self.references()
         for key, state in references.items():
             for variant, run in steps.variant_runs(state, test).items():
                 scores[variant][key] = steps.measure(run, test)
-        files: list[RunFile] = []
-        for mode in ("only", "except"):
-            if mode not in system.modes:
-                continue
+        weights = steps.weights(references["full"]).weights  # every layer is fused with these
+        for mode in self.modes():
             per_variant: dict[str, list[float]] = {variant: [] for variant in variants}
             for variant in variants:
                 scores[variant][mode] = per_variant[variant]
@@ -271,10 +286,10 @@ class AblationHandler(Handler):
                 runs = {"model": model_run}
                 if weights:
                     runs["fused"] = steps.fuse(model_run, test, weights)
-                for variant, run in runs.items():
-                    files.append(RunFile("test", variant, system.name, f"{mode}-layer-{layer}", run))
+                for variant, run in runs.items():  # written now: one layer's runs held at a time
+                    write(RunFile("test", variant, system.name, f"{mode}-layer-{layer}", run))
                     per_variant[variant].append(steps.measure(run, test))
-        first: dict[str, str | float] = {
+        first: AblationFirstStage = {
             "name": steps.first_stage_name(),
             "value": steps.measure(steps.first_stage(test), test),
         }
@@ -288,7 +303,7 @@ class AblationHandler(Handler):
             weights_text=weights_words(steps, weights),
             reported_variant=steps.reported_variant(),
         )
-        return SystemOutcome(self.name, ablation=ablation, files=files)
+        return SystemOutcome(self.name, ablation=ablation)
 
 
 HANDLERS: dict[type, type[Handler]] = {
@@ -311,4 +326,16 @@ def handlers(steps: Steps) -> list[Handler]:
     return [handler(system) for system in steps.config.systems]
 
 
-__all__ = ["HANDLERS", "Handler", "Need", "handler", "handlers"]
+def scored_first(systems: list[Handler]) -> list[ModelHandler]:
+    """The systems the run scores before every other one (the domain model alone, so that it is
+    released before the ranker is loaded)."""
+    return [h for h in systems if isinstance(h, ModelHandler) and h.first]
+
+
+def in_run_order(systems: list[Handler]) -> list[Handler]:
+    """``systems`` in the order the run scores them: :func:`scored_first`, then the config's order."""
+    first = scored_first(systems)
+    return [*first, *(h for h in systems if h not in first)]
+
+
+__all__ = ["HANDLERS", "Handler", "Need", "handler", "handlers", "in_run_order", "scored_first"]

@@ -29,6 +29,8 @@ The results dict holds:
 - ``ablations``: ``{system: {"alpha", "layers", "split", "only": [...], "except": [...], "ranker", "full",
   "first_stage": {"name", "value"}, "weights", "weights_text", "reported_variant", "variants": {variant:
   {"only", "except", "ranker", "full"}}}}``
+- ``notes``: notes on the run as a whole, listed under the report's Notes after the dataset's
+  (optional; an experiment writes none today)
 - ``environment``: versions, device, seed (optional)
 - ``scoring``: the settings every system was scored with, ``{"kind", "max_length", "max_length_from",
   "options", "dtype", "batch_size", "top_k", "description"}`` (optional)

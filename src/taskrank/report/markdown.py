@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..vocabulary import SIGNIFICANCE_TESTS
+from ..vocabulary import MODES, SIGNIFICANCE_TESTS
 from .tables import (
     VARIANT_HEADS,
-    Results,
+    ResultsJson,
+    Section,
     baseline_letters,
     fmt,
     metric_label,
@@ -16,7 +17,7 @@ from .tables import (
 )
 
 
-def _significance_note(results: Results) -> str:
+def _significance_note(results: ResultsJson) -> str:
     """The sentence under the table: what the marks mean, or that no difference is significant.
 
     Results from before the tests were stored (no ``significance.tests``) keep the plain legend.
@@ -49,7 +50,7 @@ def _significance_note(results: Results) -> str:
     )
 
 
-def _variant_order(section: Results) -> list[str | None]:
+def _variant_order(section: Section) -> list[str | None]:
     """The variants of a sweep or ablation section, the reported one first; ``[None]`` for a
     section written before the variants were stored (its top-level values only)."""
     variants = section.get("variants") or {}
@@ -64,7 +65,7 @@ def _head(text: str, variant: str | None, several: bool) -> str:
 
 
 def _sweep_section(
-    name: str, sweep: Results, metric: str, plot: str | None, labels: Mapping[str, str]
+    name: str, sweep: Section, metric: str, plot: str | None, labels: Mapping[str, str]
 ) -> str:
     label = metric_label(metric)
     oracle = (
@@ -119,10 +120,10 @@ def _sweep_section(
 
 
 def _ablation_section(
-    name: str, ablation: Results, metric: str, plot: str | None, labels: Mapping[str, str]
+    name: str, ablation: Section, metric: str, plot: str | None, labels: Mapping[str, str]
 ) -> str:
     label = metric_label(metric)
-    modes = [m for m in ("only", "except") if ablation.get(m)]
+    modes = [m for m in MODES if ablation.get(m)]
     order = _variant_order(ablation)
     several = len(order) > 1
     split = ablation.get("split")
@@ -161,7 +162,7 @@ def _ablation_section(
     return "\n".join(lines)
 
 
-def _variants_note(results: Results) -> str:
+def _variants_note(results: ResultsJson) -> str:
     """The sentence under the table: which variant each column group is, and which one the
     significance marks and the α selection use."""
     info = results.get("variants") or {}
@@ -185,7 +186,7 @@ def _variants_note(results: Results) -> str:
     )
 
 
-def render_markdown(results: Results, plots: Mapping[str, str] | None = None) -> str:
+def render_markdown(results: ResultsJson, plots: Mapping[str, str] | None = None) -> str:
     """The whole ``report.md``: the table, the chosen α and fusion weights, sweeps, ablations.
 
     ``plots`` maps ``"sweep:<system>"`` / ``"ablation:<system>"`` to a PNG path relative to the report.

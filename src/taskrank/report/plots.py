@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..atomic import atomic_file
 from ..errors import ConfigError
-from .tables import Results, metric_label
+from .tables import Section, metric_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -59,7 +59,7 @@ def _legend_outside(ax: Axes) -> None:
 
 
 def plot_alpha_sweep(
-    sweep: Results,
+    sweep: Section,
     path: str | os.PathLike[str],
     *,
     metric: str = "ndcg@10",
@@ -117,7 +117,7 @@ def plot_alpha_sweep(
 
 
 def plot_layer_ablation(
-    ablation: Results,
+    ablation: Section,
     path: str | os.PathLike[str],
     *,
     metric: str = "ndcg@10",

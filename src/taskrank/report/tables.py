@@ -12,9 +12,15 @@ from ..errors import ConfigError
 from ..latex import latex_escape
 from ..vocabulary import display_metric
 
-#: ``results.json`` as written by an experiment and read back (see :mod:`taskrank.report`): JSON
-#: objects, whose values the functions here read by key.
-Results = Mapping[str, Any]
+#: A JSON object of ``results.json`` as written by an experiment and read back (see
+#: :mod:`taskrank.report`), whose values the report reads by key.
+JsonObject = Mapping[str, Any]
+#: ``results.json`` itself.
+ResultsJson = JsonObject
+#: A row of ``results.json`` ``systems``.
+SystemRow = JsonObject
+#: A section of ``results.json``: a ``sweeps.<system>`` or an ``ablations.<system>``.
+Section = JsonObject
 #: the marks of one table cell: ``{"better": [baselines], "worse": [baselines]}``
 CellMarks = Mapping[str, Sequence[str]]
 #: ``{system: {metric: CellMarks}}`` (``results.json`` ``significance.marks``)
@@ -92,7 +98,7 @@ def _cell(
 VARIANT_HEADS = {"fused": "fused", "model": "model alone"}
 
 
-def table_variants(results: Results) -> list[str | None]:
+def table_variants(results: ResultsJson) -> list[str | None]:
     """The column groups of the results table: the reported variant first, then the other
     (``["fused", "model"]``); ``[None]`` for a single group (fusion ``none``: the model alone
     only, or results written before the variants were stored)."""
@@ -104,7 +110,7 @@ def table_variants(results: Results) -> list[str | None]:
     return [reported] + [v for v in available if v != reported]
 
 
-def variant_label(results: Results, variant: str | None) -> str:
+def variant_label(results: ResultsJson, variant: str | None) -> str:
     """The long name of a variant (``fused with BM25``, ``model alone``); '' for ``None``."""
     if variant is None:
         return ""
@@ -112,7 +118,7 @@ def variant_label(results: Results, variant: str | None) -> str:
     return str(labels.get(variant, VARIANT_HEADS.get(variant, variant)))
 
 
-def _value(system: Results, variant: str | None, reported: str | None, metric: str) -> float | None:
+def _value(system: SystemRow, variant: str | None, reported: str | None, metric: str) -> float | None:
     """A row's value in a column group: its variant's mean; a row without variants (the first
     stage) has one run, shown in the reported group only."""
     variants = system.get("variants")
@@ -123,13 +129,13 @@ def _value(system: Results, variant: str | None, reported: str | None, metric: s
     return (variants.get(variant) or {}).get("mean", {}).get(metric)
 
 
-def _columns(results: Results) -> list[tuple[str | None, str]]:
+def _columns(results: ResultsJson) -> list[tuple[str | None, str]]:
     """(variant, metric) of every value column, group by group."""
     metrics: list[str] = list(results["metrics"])
     return [(variant, metric) for variant in table_variants(results) for metric in metrics]
 
 
-def results_table(results: Results, *, digits: int = 3) -> str:
+def results_table(results: ResultsJson, *, digits: int = 3) -> str:
     """The paper-style Markdown table: one row per system, one column per metric, in two groups
     when the re-rankers are fused with the first stage: ``(fused)`` first (the reported variant:
     the one the significance marks use; fusion ``none`` has the model alone only), then
@@ -138,7 +144,7 @@ def results_table(results: Results, *, digits: int = 3) -> str:
     A superscript letter marks a significant improvement over the baseline of that letter; a
     ``₋`` followed by letters marks a significant loss. The best value of each column is bold.
     """
-    systems: list[Results] = list(results["systems"])
+    systems: list[SystemRow] = list(results["systems"])
     significance = results.get("significance") or {}
     letters = baseline_letters(results.get("baselines") or [])
     marks = significance.get("marks") or {}
@@ -171,7 +177,7 @@ def results_table(results: Results, *, digits: int = 3) -> str:
     return "\n".join(rows)
 
 
-def results_latex(results: Results, *, digits: int = 3) -> str:
+def results_latex(results: ResultsJson, *, digits: int = 3) -> str:
     """The results table as a LaTeX ``tabular`` (booktabs), significance letters as superscripts;
     the column groups of :func:`results_table` under ``\\multicolumn`` heads."""
     metrics: list[str] = list(results["metrics"])

@@ -8,10 +8,10 @@ from pathlib import Path
 from ..atomic import write_text
 from .markdown import render_markdown
 from .plots import plot_alpha_sweep, plot_layer_ablation
-from .tables import Results, metric_label, results_latex, variant_label
+from .tables import ResultsJson, metric_label, results_latex, variant_label
 
 
-def write_report(results: Results, out_dir: str | os.PathLike[str], *, plots: bool = True) -> Path:
+def write_report(results: ResultsJson, out_dir: str | os.PathLike[str], *, plots: bool = True) -> Path:
     """Write ``report.md`` and (with ``plots``) the PNG plots into ``out_dir``; returns the report path.
 
     The plots show the reported variant (:func:`table_variants`), named on their y-axis. Every

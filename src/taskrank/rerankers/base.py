@@ -2,12 +2,13 @@
 
 A family subclasses :class:`Reranker` and supplies three things: which checkpoints it accepts
 (:meth:`Reranker.check_family`), how it tokenizes (query, document) pairs into token sequences,
-and how one padded batch becomes one score per row. Everything else lives here:
+and how one padded batch becomes one score per row. What they share is done once, here or
+beside it:
 
 * the model runs on a device resolved once (:mod:`taskrank.devices`);
 * token sequences are packed flat and padded per length-sorted batch
   (:mod:`taskrank.rerankers.batching`), and scores are put back in input order;
-* validation (empty texts, missing ids) happens before any scoring starts.
+* validation (empty texts, missing ids) happens here, before any scoring starts.
 """
 
 from __future__ import annotations
