@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import shutil
 import statistics
@@ -129,7 +130,9 @@ def main() -> None:
     size = (paths["ranker"] / "model.safetensors").stat().st_size / 1e9
     out = args.work / "out"
     files = " ".join(str(p / "model.safetensors") for p in paths.values())
-    taskrank = [str(Path(PY).parent / "taskrank"), "merge", "--ranker", str(paths["ranker"]), "--domain",
+    # every tree starts the same way (python -c, not the console script), so a baseline tree
+    # (--baseline, by PYTHONPATH) and this one pay the same start-up
+    taskrank = [PY, "-c", "from taskrank.cli import main; main()", "merge", "--ranker", str(paths["ranker"]), "--domain",
                 str(paths["domain"]), "--pretrained", str(paths["pretrained"]), "--alpha", "0.7",
                 "--out", str(out), "--overwrite", "--quiet"]  # fmt: skip
     methods = {
@@ -145,7 +148,7 @@ def main() -> None:
         KNOWN: (taskrank, False),
     }  # fmt: skip
     if args.baseline is not None:
-        methods[BASELINE] = ([PY, "-c", "from taskrank.cli import main; main()", *taskrank[1:]], False)
+        methods[BASELINE] = (taskrank, False)
     # NEW: an empty hash store, as for inputs merged for the first time (the card's sha256 of
     # the three inputs is computed); KNOWN: the store an earlier merge of the same inputs left.
     known_store = args.work / "hash-store"
@@ -155,10 +158,11 @@ def main() -> None:
     walls: dict[str, list[float]] = {name: [] for name in methods}
     names = list(methods)
     for round_ in range(args.repeats):
-        # Each round starts one method later: the paper's approach frees 5.7 GB, and on a VM
-        # that hands freed memory back to its host, whatever runs next pays to fault it in
-        # again. Rotating the order spreads that over every method.
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+        # Each round runs the methods in its own seeded order: the paper's approach frees 5.7 GB,
+        # and on a VM that hands freed memory back to its host, whatever runs next pays to fault
+        # it in again. Rotating a fixed cycle would put the same method after it in every round
+        # but one; a shuffle spreads that cost over every method.
+        for name in random.Random(round_).sample(names, len(names)):
             cmd, shell = methods[name]
             shutil.rmtree(out, ignore_errors=True)
             env = None
