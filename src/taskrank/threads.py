@@ -1,9 +1,9 @@
 """How many CPU threads torch scores with: the cores this process may use, not the host's.
 
 torch starts one intra-op thread per core of the *host*. In a container limited to two CPUs on
-a 64-core host, or on a machine whose cores other jobs share, those threads wait on each other:
-``taskrank rerank`` took 19.2 s for 947 pairs with torch's default against 0.8 s with one thread
-on a shared two-core machine. The default here is what the process may actually use:
+a 64-core host, or on a machine whose cores other jobs share, those threads wait on each other
+and scoring slows down many times over (``benchmarks/bench_threads.py``, ``benchmarks/rerank.md``).
+The default here is what the process may actually use:
 
 1. ``$OMP_NUM_THREADS`` when it is set (a user's own choice is kept);
 2. else the CPUs of the process's affinity mask (``os.sched_getaffinity``), capped by the CPU
