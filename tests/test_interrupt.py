@@ -41,6 +41,10 @@ entry()
 ENTRY = "from taskrank.cli import entry; entry()"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_when(
     code: str, args: list[object], ready: Callable[[], bool], timeout: float = 120
 ) -> tuple[int, str]:
@@ -50,6 +54,9 @@ def interrupt_when(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # a test suite started as a background job (`make test &`, nohup) inherits SIGINT
+        # ignored, and Python keeps an ignored SIGINT ignored: give the command Ctrl-C back
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + timeout
