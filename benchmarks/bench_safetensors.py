@@ -18,16 +18,17 @@ merge goes in the ranker's on-disk order, large tensors in pieces of 1M elements
                        safetensors.torch.save_file
   * st + save_file     only the library: safe_open held, whole tensors, save_file
 
-The methods take turns, each round starting one method later (see bench_merge.py for why).
+The methods take turns, in bench_merge.py's seeded order per round (see round_order there).
 Prints each method's best and median wall time against the floor's, and its peak RSS against
 one checkpoint: the merge's bars are wall ≤ 2 × floor and peak RSS ≤ 1.25 × one checkpoint.
 
 With ``--trees NAME=SRC ...`` it times the whole command instead, ``taskrank merge`` of the
 same three checkpoints from each source tree (its src/ folder, started the same way for
 every tree), for new inputs (an empty hash store) and for inputs hashed before: e.g. two trees
-that differ only in how `Checkpoint` reads. (bench_merge.py's --baseline starts the two trees
-differently, and its rotation puts the tree under test right after the paper's approach in
-most rounds: its times differ by slot, see benchmarks/merge.md.)
+that differ only in how `Checkpoint` reads. (It was written when bench_merge.py's --baseline
+still started the two trees differently and rotated a fixed order, which put the tree under
+test right after the paper's approach in most rounds; bench_merge.py no longer does either,
+see benchmarks/merge.md.)
 
     .venv/bin/python benchmarks/bench_safetensors.py [--repeats 3] [--methods taskrank "st per tensor"]
     .venv/bin/python benchmarks/bench_safetensors.py --repeats 5 --trees pread=/tmp/a/src library=/tmp/b/src
@@ -48,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import subprocess
 import tempfile
 
-from bench_merge import PY, ROOT, build, evict, timed
+from bench_merge import PY, ROOT, build, evict, round_order, timed
 
 # The child: argv = method, out dir, ranker, domain, pretrained (safetensors files).
 CHILD = textwrap.dedent(
@@ -135,13 +136,13 @@ def run_rounds(
     out: Path,
     repeats: int,
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Every command once per round, cold cache, each round starting one command later; a
+    """Every command once per round, cold cache, in bench_merge's seeded order per round; a
     command's environment with TASKRANK_CACHE="" gets an empty hash store of its own."""
     walls: dict[str, list[float]] = {name: [] for name in commands}
     rss: dict[str, float] = dict.fromkeys(commands, 0.0)
     names = list(commands)
     for round_ in range(repeats):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+        for name in round_order(names, round_):
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             cmd, shell, env = commands[name]

@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_merge import PY, ROOT, build, evict
+from bench_merge import PY, ROOT, build, evict, round_order
 
 ENTRY = "from taskrank.cli import entry; entry()"
 MAIN = "from taskrank.cli import main; main()"
@@ -87,7 +87,7 @@ def main() -> None:
     cpus: dict[str, list[float]] = {name: [] for name in methods}
     names = list(methods)
     for round_ in range(args.repeats):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+        for name in round_order(names, round_):
             cmd, store = methods[name]
             shutil.rmtree(out, ignore_errors=True)
             fresh = tempfile.mkdtemp(prefix="taskrank-bench-") if store is None else None

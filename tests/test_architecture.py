@@ -41,7 +41,6 @@ LAYERS: dict[str, int] = {
     "demo": 5,
     "cli": 6,
     "__init__": 6,
-    "__main__": 6,
 }
 #: checkpoints/ sits below both: the merge reads weights through it, re-rankers resolve references with it
 MERGE_ENGINE = {"arithmetic"}
