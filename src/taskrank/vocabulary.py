@@ -72,6 +72,19 @@ METRIC_FAMILIES: dict[str, str] = {"ndcg": "nDCG", "p": "P", "recall": "R", "map
 METRIC_ALIASES: dict[str, str] = {"precision": "p", "r": "recall", "ap": "map", "rr": "mrr"}
 _METRIC_RE = re.compile(r"^([a-z]+)(?:@(\d+))?$")
 
+#: The objectives of ``taskrank adapt``. ``auto`` chooses from the pretrained checkpoint: a
+#: sentence-transformers folder gets a retrieval objective, anything else the objective of its
+#: architecture (masked LM, span corruption, causal LM).
+Objective = Literal["auto", "mlm", "span-corruption", "causal-lm", "contrastive", "tsdae"]
+#: The adapt objectives, ``auto`` first.
+OBJECTIVE_NAMES: tuple[str, ...] = get_args(Objective)
+
+#: The label-free ways of choosing α (``select_on: label-free``); each is one registered class
+#: of :mod:`taskrank.labelfree`.
+LabelFreeStrategy = Literal["pseudo-queries", "nqc", "wig", "entropy"]
+#: The label-free α selection strategies.
+LABEL_FREE_STRATEGIES: tuple[str, ...] = get_args(LabelFreeStrategy)
+
 #: The names of the paired significance tests and of the corrections, as types (for the config);
 #: SIGNIFICANCE_TESTS and CORRECTIONS below describe the same names.
 SignificanceTest = Literal["student", "fisher"]
@@ -126,15 +139,19 @@ __all__ = [
     "DTYPES",
     "DTYPE_ALIASES",
     "KINDS",
+    "LABEL_FREE_STRATEGIES",
     "METRIC_ALIASES",
     "METRIC_FAMILIES",
     "MODES",
+    "OBJECTIVE_NAMES",
     "SIGNIFICANCE_TESTS",
     "TRAINABLE_KINDS",
     "TRAINING_DTYPES",
     "VOCAB_POLICIES",
     "Correction",
     "Dtype",
+    "LabelFreeStrategy",
+    "Objective",
     "Kind",
     "Mode",
     "SignificanceTest",
