@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "rerankers": 4,
     "evaluation": 4,
     "adapt": 4,
+    "labelfree": 4,
     "tiny": 4,
     "config": 5,
     "experiment": 5,

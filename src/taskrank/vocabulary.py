@@ -84,6 +84,9 @@ OBJECTIVE_NAMES: tuple[str, ...] = get_args(Objective)
 LabelFreeStrategy = Literal["pseudo-queries", "nqc", "wig", "entropy"]
 #: The label-free α selection strategies.
 LABEL_FREE_STRATEGIES: tuple[str, ...] = get_args(LabelFreeStrategy)
+#: The strategy that chooses when none is named: the one with the lowest regret measured in
+#: benchmarks/label-free.md.
+DEFAULT_LABEL_FREE_STRATEGY: LabelFreeStrategy = "pseudo-queries"
 
 #: The names of the paired significance tests and of the corrections, as types (for the config);
 #: SIGNIFICANCE_TESTS and CORRECTIONS below describe the same names.
@@ -134,6 +137,7 @@ def display_metric(name: str) -> str:
 __all__ = [
     "ALPHA_RANGE",
     "CORRECTIONS",
+    "DEFAULT_LABEL_FREE_STRATEGY",
     "DEVICES_TEXT",
     "DEVICE_PATTERN",
     "DTYPES",

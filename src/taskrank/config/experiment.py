@@ -136,13 +136,35 @@ class ExperimentConfig(StrictModel):
             if isinstance(system, SweepSystem) and system.select_on == "dev" and not has_dev:
                 raise ValueError(
                     f"systems[{i}] ({system.name!r}) picks α on dev, but dataset.dev is not set; "
-                    "add dataset.dev or set select_on: test (an oracle choice)"
+                    "add dataset.dev, or set select_on: label-free (no labels) or test (an oracle choice)"
                 )
+            self._check_label_free(i, system)
         if self.first_stage.kind == "run" and has_dev and not self.first_stage.dev_run:
             raise ValueError("first_stage kind 'run' with a dev set needs 'dev_run' too")
         if self.significance.baselines is not None:
             self._check_baselines(self.significance.baselines, seen)
         return self
+
+    def _check_label_free(self, i: int, system: object) -> None:
+        """Pseudo-queries need BM25 (a run file has no candidates for them); the deciding
+        strategy must have what it needs."""
+        if not isinstance(system, SweepSystem):
+            return
+        settings = system.label_free_settings()
+        if settings is None:
+            return
+        where = f"systems[{i}] ({system.name!r})"
+        pseudo = settings.pseudo_queries > 0
+        if pseudo and self.first_stage.kind != "bm25":
+            raise ValueError(
+                f"{where}: label_free.pseudo_queries needs a BM25 first stage (a run file has no "
+                "candidates for pseudo-queries); set label_free.pseudo_queries: 0"
+            )
+        if system.select_on == "label-free" and settings.strategy == "pseudo-queries" and not pseudo:
+            raise ValueError(
+                f"{where} chooses α by pseudo-queries, but label_free.pseudo_queries is 0; "
+                "make some or choose another label_free.strategy"
+            )
 
     def _unique_names(self) -> dict[str, int]:
         """Each system's index by name; a ``ValueError`` when two systems share a name."""

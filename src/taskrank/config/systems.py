@@ -12,7 +12,14 @@ from pydantic import AfterValidator, Field, field_validator
 
 from ..arithmetic.selection import parse_layers as _parse_layer_set
 from ..errors import MergeError
-from ..vocabulary import ALPHA_RANGE, MODES, Mode
+from ..vocabulary import (
+    ALPHA_RANGE,
+    DEFAULT_LABEL_FREE_STRATEGY,
+    LABEL_FREE_STRATEGIES,
+    MODES,
+    LabelFreeStrategy,
+    Mode,
+)
 from .sections import StrictModel
 
 
@@ -106,6 +113,26 @@ class MergeSystem(SystemBase):
     mode: Mode = Field("only", description="apply to the layers ('only') or to all but them ('except')")
 
 
+class LabelFreeSettings(StrictModel):
+    """How a sweep values its α values without labels (see docs/experiments.md, "Choosing α
+    without labels"); every strategy's signal is recorded, ``strategy`` decides."""
+
+    strategy: LabelFreeStrategy = Field(
+        DEFAULT_LABEL_FREE_STRATEGY,
+        description="the strategy that chooses α: " + ", ".join(LABEL_FREE_STRATEGIES),
+    )
+    pseudo_queries: int = Field(
+        200, ge=0, description="pseudo-queries cut out of the corpus (0: none; needs a BM25 first stage)"
+    )
+    seed: int = Field(0, description="seed of the documents the pseudo-queries are cut from")
+    guard: float | None = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="p-value under which an α ≠ 0 must beat α = 0 (paired t-test) to be chosen; null: none",
+    )
+
+
 class SweepSystem(SystemBase):
     """An α sweep: every α is scored on dev; the best one is used on the test split."""
 
@@ -117,8 +144,13 @@ class SweepSystem(SystemBase):
     )
     layers: Layers = Field(None, description="layers like '0-3,11' (default: all)")
     mode: Mode = Field("only", description="'only' or 'except' the layers")
-    select_on: Literal["dev", "test"] = Field(
-        "dev", description="split that picks the best α; 'test' is an oracle and is marked so in the report"
+    select_on: Literal["dev", "test", "label-free"] = Field(
+        "dev",
+        description="what picks the best α: the dev split, the test split (an oracle, marked so in the "
+        "report) or 'label-free' signals (no qrels read; see label_free)",
+    )
+    label_free: LabelFreeSettings | None = Field(
+        None, description="label-free signals to record (and use with select_on: label-free)"
     )
     plot_test: bool = Field(True, description="also score the test split at every α (for the α plot)")
 
@@ -132,6 +164,13 @@ class SweepSystem(SystemBase):
         if len(set(value)) != len(value):
             raise ValueError(f"α values repeat: {value}")
         return value
+
+    def label_free_settings(self) -> LabelFreeSettings | None:
+        """The label-free settings in effect: the configured ones, the defaults when α is
+        chosen label-free without any, None when no label-free signal is recorded."""
+        if self.label_free is None and self.select_on == "label-free":
+            return LabelFreeSettings()
+        return self.label_free
 
 
 class AblationSystem(SystemBase):

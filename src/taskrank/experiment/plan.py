@@ -21,11 +21,14 @@ def plan_steps(steps: Steps) -> list[PlannedStep]:
     splits = [data.test]
     if data.dev is not None and uses_dev:
         splits.append(data.dev)
+    for need in reranks:  # the pseudo-queries of label-free sweeps
+        if need.split is not None and all(need.split is not split for split in splits):
+            splits.append(need.split)
     planned: list[PlannedStep] = []
     fs_cached: dict[str, bool] = {}
     for split in splits:
         cached = steps.cache.has("first-stage", steps.fs_key(split))
-        fs_cached[split.role] = cached
+        fs_cached[split.digest] = cached
         label = f"{steps.config.first_stage.kind} {split.role}"
         planned.append(PlannedStep("first-stage", label, cached, None))
     seen: set[str] = set()
@@ -43,7 +46,7 @@ def plan_steps(steps: Steps) -> list[PlannedStep]:
             continue
         seen.add(key)
         cached = steps.cache.has("rerank", key)
-        if fs_cached[target.role]:
+        if fs_cached[target.digest]:
             run = steps.first_stage(target)
             pairs, exact = sum(min(top, len(d)) for d in run.values()), True
         else:

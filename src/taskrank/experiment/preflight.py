@@ -30,6 +30,9 @@ class Split:
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     digest: str = ""
+    #: documents shown in place of the corpus's own for this split (the pseudo-queries' sources
+    #: without the text the queries were cut from); None: the corpus as it is
+    documents: dict[str, dict[str, str]] | None = None
 
     def __post_init__(self) -> None:
         if not self.digest:

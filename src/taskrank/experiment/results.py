@@ -180,6 +180,8 @@ class SweepResult:
     first_stage: SweepFirstStage
     reported_variant: str
     variants: dict[str, SweepVariant]
+    #: every label-free strategy's signal per α and choice (LabelFreeChoice.record()), when recorded
+    label_free: dict[str, object] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)

@@ -13,6 +13,8 @@ costs one load (see :class:`taskrank.experiment.models.ModelPool`).
 from __future__ import annotations
 
 import logging
+from collections import ChainMap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -89,9 +91,10 @@ class Steps:
         self.pool: ModelPool | None = None
         self.pairs_scored = 0
         self.system_name: str | None = None  # the system being computed, named on the progress bars
-        self._fs: dict[str, Run] = {}
-        self._fs_keys: dict[str, str] = {}
+        self._fs: dict[tuple[str, str], Run] = {}  # by (role, query digest)
+        self._fs_keys: dict[tuple[str, str], str] = {}
         self._weights: dict[ModelState, FusionWeights] = {}
+        self._pseudo: dict[tuple[int, int], Split] = {}
 
     @property
     def scoring(self) -> Scoring:
@@ -118,9 +121,10 @@ class Steps:
 
     def fs_key(self, split: Split) -> str:
         """The cache key of the first stage of ``split``."""
-        if split.role not in self._fs_keys:  # computed once: a run file is read and hashed once
-            self._fs_keys[split.role] = self.cache.key("first-stage", self.fs_inputs(split))
-        return self._fs_keys[split.role]
+        memo = (split.role, split.digest)
+        if memo not in self._fs_keys:  # computed once: a run file is read and hashed once
+            self._fs_keys[memo] = self.cache.key("first-stage", self.fs_inputs(split))
+        return self._fs_keys[memo]
 
     def model_id(self, state: ModelState) -> Inputs:
         """The weights of ``state``, as the checkpoints' fingerprints and the merge settings."""
@@ -156,13 +160,16 @@ class Steps:
 
     def rerank_inputs(self, state: ModelState, split: Split) -> Inputs:
         """The inputs of the re-ranking of ``split`` by ``state``."""
-        return {
+        inputs: Inputs = {
             "model": self.model_id(state),
             "scoring": self.scoring_id(state),
             "candidates": self.fs_key(split),
             "corpus": self.data.corpus_digest,
             "queries": split.digest,
         }
+        if split.documents is not None:  # only then: the keys of every other split stay as they were
+            inputs["documents"] = digest(split.documents)
+        return inputs
 
     def rerank_key(self, state: ModelState, split: Split) -> str:
         """The cache key of the re-ranking of ``split`` by ``state``."""
@@ -188,15 +195,16 @@ class Steps:
 
     def first_stage(self, split: Split) -> Run:
         """The first-stage candidates of ``split`` (cached), cut to ``first_stage.k``."""
-        if split.role in self._fs:
-            return self._fs[split.role]
+        memo = (split.role, split.digest)
+        if memo in self._fs:
+            return self._fs[memo]
         inputs = self.fs_inputs(split)
         key = self.fs_key(split)
         run = self.cache.get("first-stage", key)
         if run is None:
             run = top_k(self._retrieve(split), self.config.first_stage.k)
             self.cache.put("first-stage", key, run, inputs)
-        self._fs[split.role] = run
+        self._fs[memo] = run
         return run
 
     def _retrieve(self, split: Split) -> Run:
@@ -229,6 +237,27 @@ class Steps:
         return "BM25" if self.config.first_stage.kind == "bm25" else "run"
 
     # -- re-ranking --------------------------------------------------------------------------
+    def corpus_of(self, split: Split) -> Mapping[str, Mapping[str, str]]:
+        """The documents ``split``'s queries are scored against: the corpus, with the split's
+        own :attr:`~Split.documents` in place of the corpus's where it has them."""
+        if split.documents is None:
+            return self.data.corpus
+        return ChainMap(split.documents, self.data.corpus)  # type: ignore[arg-type]
+
+    def pseudo_split(self, count: int, seed: int) -> Split:
+        """``count`` pseudo-queries cut out of the corpus with ``seed`` (made once per run), as a
+        split whose judgments say where each query was cut from."""
+        from ..labelfree import make_pseudo_queries
+
+        memo = (count, seed)
+        if memo not in self._pseudo:
+            pseudo = make_pseudo_queries(self.data.corpus, count, seed)
+            label = pseudo.describe()
+            self._pseudo[memo] = Split(
+                "pseudo", label, pseudo.queries, pseudo.qrels(), documents=pseudo.documents
+            )
+        return self._pseudo[memo]
+
     def rerank(self, state: ModelState, split: Split) -> Run:
         """Model scores of the ``top_k`` candidates of ``split`` with the weights of ``state`` (cached)."""
         candidates = self.first_stage(split)
@@ -244,7 +273,7 @@ class Steps:
             log.info("re-ranking %s queries with %s", split.role, state.label())
             run = reranker.rerank(
                 candidates,
-                self.data.corpus,
+                self.corpus_of(split),
                 split.queries,
                 top_k=self.config.scoring.top_k,
                 progress=self.progress,

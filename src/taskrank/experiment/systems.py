@@ -14,17 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ..config import (
     AblationSystem,
     DomainSystem,
     FirstStageSystem,
+    LabelFreeSettings,
     MergeSystem,
     RankerSystem,
     SweepSystem,
     System,
 )
+from ..labelfree.strategies import Lists
 from ..vocabulary import MODES, Mode
 from .models import ModelState
 from .preflight import Split, ablation_layers
@@ -44,6 +46,9 @@ from .results import (
     weights_words,
 )
 from .steps import Run, Steps
+
+if TYPE_CHECKING:
+    from ..labelfree import LabelFreeChoice
 
 #: the splits a sweep scores
 Role = Literal["dev", "test"]
@@ -161,7 +166,18 @@ class SweepHandler(Handler):
     system: SweepSystem
 
     def scores_test(self) -> bool:
-        return self.system.plot_test or self.system.select_on == "test"
+        # label-free signals read the model's lists of the target (test) queries at every α
+        return self.system.plot_test or self.system.select_on != "dev" or self.label_free() is not None
+
+    def label_free(self) -> LabelFreeSettings | None:
+        return self.system.label_free_settings()
+
+    def pseudo_split(self, steps: Steps) -> Split | None:
+        """The pseudo-queries the label-free signals score, when some are asked for."""
+        settings = self.label_free()
+        if settings is None or settings.pseudo_queries == 0:
+            return None
+        return steps.pseudo_split(settings.pseudo_queries, settings.seed)
 
     def states(self) -> list[ModelState]:
         system = self.system
@@ -177,6 +193,9 @@ class SweepHandler(Handler):
                 yield Need(self.name, state, data.dev)
             if self.scores_test():
                 yield Need(self.name, state, data.test)
+            pseudo = self.pseudo_split(steps)
+            if pseudo is not None:
+                yield Need(self.name, state, pseudo)
         if not self.scores_test():
             yield Need(self.name, None, None)  # the test split at the chosen α
         # the ranker alone: the α plot's reference on every split the sweep scores
@@ -187,6 +206,7 @@ class SweepHandler(Handler):
         system, variants = self.system, steps.variants()
         states = self.states()
         values: Values = {v: {"dev": [], "test": []} for v in variants}
+        lists: list[Lists] = []  # what the label-free signals read, one α at a time
         for alpha, state in zip(system.alphas, states, strict=True):
             for role, split in self.splits(steps).items():
                 runs = steps.variant_runs(state, split) if split is not None else {}
@@ -197,15 +217,50 @@ class SweepHandler(Handler):
                     )
                     if run is not None:  # written now: the sweep holds one α's runs at a time
                         write(RunFile(role, variant, system.name, f"alpha={alpha:g}", run))
-        chooser = values[steps.reported_variant()]["dev" if system.select_on == "dev" else "test"]
-        best = max(range(len(system.alphas)), key=lambda i: (chooser[i], -i))  # first best on ties
+            if self.label_free() is not None:
+                lists.append(self._lists(steps, state))
+        choice = self._label_free_choice(steps, lists)
+        if choice is not None and system.select_on == "label-free":
+            best = choice.index
+        else:
+            chooser = values[steps.reported_variant()]["dev" if system.select_on == "dev" else "test"]
+            best = max(range(len(system.alphas)), key=lambda i: (chooser[i], -i))  # first best on ties
         if not self.scores_test():  # the test split at the chosen α only
             for variant, run in steps.variant_runs(states[best], steps.data.test).items():
                 values[variant]["test"][best] = steps.measure(run, steps.data.test)
         sweep = self._result(steps, values, best)
-        details = f"α={sweep.best_alpha:g} (best on {system.select_on})"
-        row = model_row(steps, system, states[best], details)
+        sweep.label_free = choice.record() if choice is not None else None
+        how = f"best on {system.select_on}"
+        if choice is not None and system.select_on == "label-free":
+            how = f"label-free, {choice.strategy}"
+        row = model_row(steps, system, states[best], f"α={sweep.best_alpha:g} ({how})")
         return SystemOutcome(self.name, row=row, sweep=sweep)
+
+    def _lists(self, steps: Steps, state: ModelState) -> Lists:
+        """The model's lists of one α that the label-free signals read: the target (test)
+        queries' and the pseudo-queries' (never a judgment)."""
+        test = steps.data.test
+        pseudo = self.pseudo_split(steps)
+        pseudo_run = steps.rerank(state, pseudo) if pseudo is not None else None
+        sources = (
+            {qid: next(iter(docs)) for qid, docs in pseudo.qrels.items()} if pseudo is not None else None
+        )
+        return Lists(steps.rerank(state, test), test.queries, pseudo_run, sources)
+
+    def _label_free_choice(self, steps: Steps, lists: list[Lists]) -> LabelFreeChoice | None:
+        settings = self.label_free()
+        if settings is None:
+            return None
+        from ..labelfree import label_free_choice
+
+        pseudo = self.pseudo_split(steps)
+        return label_free_choice(
+            self.system.alphas,
+            lists,
+            strategy_name=settings.strategy,
+            guard=settings.guard,
+            pseudo=pseudo.label if pseudo is not None else None,
+        )
 
     def _result(self, steps: Steps, values: Values, best: int) -> SweepResult:
         """The sweep's section, with the first stage and the ranker alone measured as references."""

@@ -81,6 +81,9 @@ def _sweep_section(
     else:
         among = ""
     chosen = f"Best α = {sweep.get('best_alpha')} (selected on {sweep.get('select_on')}{among}{oracle})."
+    free = sweep.get("label_free") or None
+    if sweep.get("select_on") == "label-free" and free:
+        chosen = _label_free_choice_words(sweep, free)
     if sweep.get("weights_text"):
         chosen += f" Fusion weights at that α: {sweep['weights_text']}."
     lines = [f"### α sweep: {name}", "", chosen]
@@ -113,10 +116,44 @@ def _sweep_section(
             cells.append(fmt((source.get("ranker") or {}).get(split)))
         if any(c != "–" for c in cells):
             lines.append("| ranker (reference) | " + " | ".join(cells) + " |")
+    if free:
+        lines += _label_free_table(sweep["alphas"], free)
     if plot:
         shown = f", {labels.get(reported, reported)}" if several and reported else ""
         lines += ["", f"![{label} against α{shown}]({plot})"]
     return "\n".join(lines)
+
+
+def _label_free_choice_words(sweep: Section, free: Section) -> str:
+    """The sentence that says which α was chosen without labels, and whether the vector is applied."""
+    strategy = free.get("strategy")
+    reason = ((free.get("strategies") or {}).get(strategy) or {}).get("reason", "")
+    if sweep.get("best_alpha") == 0:
+        # the reason ends "…: the domain vector is not applied"
+        return f"Label-free selection ({strategy}, no relevance label read) chose α = 0. Why: {reason}."
+    return f"Best α = {sweep.get('best_alpha')}, chosen without relevance labels by {strategy}: {reason}."
+
+
+def _label_free_table(alphas: list[float], free: Section) -> list[str]:
+    """Every label-free strategy's signal per α (higher: ranks better) and the α it would choose."""
+    strategies = free.get("strategies") or {}
+    head = ["label-free signal", *(f"α={a:g}" for a in alphas), "its choice"]
+    lines = [
+        "",
+        "Label-free signals (no relevance labels; higher means the strategy expects better ranking"
+        + (f"; {free['pseudo_queries']}" if free.get("pseudo_queries") else "")
+        + "):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for name, outcome in strategies.items():
+        signal = outcome.get("signal") or [None] * len(alphas)
+        mark = " (decides)" if name == free.get("strategy") else ""
+        alpha = outcome.get("alpha")
+        cells = [f"{name}{mark}", *(fmt(v, 4) for v in signal), "–" if alpha is None else f"{alpha:g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _ablation_section(

@@ -81,8 +81,13 @@ def plot_alpha_sweep(
     alphas = list(sweep["alphas"])
     if not alphas:
         raise ConfigError("an α sweep plot needs at least one α")
-    fig = _figure(7.0, 3.8)
-    ax = fig.add_subplot()
+    free = sweep.get("label_free") or None
+    fig = _figure(7.0, 6.4 if free else 3.8)
+    if free:
+        ax, below = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+        _plot_signals(below, alphas, free)
+    else:
+        ax = fig.add_subplot()
     plotted: list[float] = []
     splits = []
     for split, style in (("dev", "o-"), ("test", "s--")):
@@ -108,12 +113,46 @@ def plot_alpha_sweep(
     if best is not None:
         ax.axvline(best, color="grey", linewidth=8, alpha=0.2, label=f"chosen α = {best:g}")
     _honest_ylim(ax, plotted)
-    ax.set_xlabel("α")
+    if not free:
+        ax.set_xlabel("α")
     ax.set_ylabel(metric_label(metric) + (f" ({variant})" if variant else ""))
     ax.set_title(title or f"{metric_label(metric)} against α")
     ax.grid(alpha=0.3)
     _legend_outside(ax)
     return _save(fig, path)
+
+
+def _plot_signals(ax: Axes, alphas: list[float], free: Section) -> None:
+    """Each label-free strategy's signal against α, scaled to [0, 1] within the strategy (their
+    units differ), with the α it chooses marked; the deciding strategy drawn thicker."""
+    for i, (name, outcome) in enumerate((free.get("strategies") or {}).items()):
+        points = [(a, v) for a, v in zip(alphas, outcome.get("signal") or [], strict=False) if v is not None]
+        if not points:
+            continue
+        values = [v for _, v in points]
+        low, high = min(values), max(values)
+        scaled = [(v - low) / (high - low) if high > low else 0.5 for v in values]
+        deciding = name == free.get("strategy")
+        colour = f"C{i + 2}"
+        label = f"{name}{' (decides)' if deciding else ''}"
+        ax.plot(
+            [a for a, _ in points],
+            scaled,
+            "^-",
+            color=colour,
+            linewidth=2.5 if deciding else 1.2,
+            label=label,
+        )
+        chosen = outcome.get("alpha")
+        if chosen is not None and chosen in alphas:
+            k = [a for a, _ in points].index(chosen) if chosen in [a for a, _ in points] else None
+            if k is not None:
+                ax.plot([chosen], [scaled[k]], "*", color=colour, markersize=14)
+    ax.set_ylim(-0.1, 1.1)
+    ax.set_xlabel("α")
+    ax.set_ylabel("label-free signal\n(scaled per strategy)")
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)
 
 
 def plot_layer_ablation(
