@@ -264,3 +264,25 @@ def test_select_alpha_never_opens_a_qrels_file(tmp_path, titled, t5_trio, monkey
     assert choice.alpha in (0.0, 1.0) and set(choice.outcomes) == set(LABEL_FREE_STRATEGIES)
     assert any(name.endswith("corpus.jsonl") for name in opened)
     assert not [name for name in opened if "qrels" in name]
+
+
+def test_select_alpha_command_prints_every_signal_and_writes_the_choice(
+    tmp_path, titled, t5_trio, monkeypatch, capsys
+):
+    from _cli import run_cli
+
+    trio = [f"--{role}={t5_trio[role]}" for role in ("ranker", "domain", "pretrained")]
+    common = [*trio, "--kind", "monot5", "--data", titled, "--alphas", "0,1", "--pseudo-queries", 8]
+    common += ["--k", 10, "--top-k", 10, "--max-length", 64, "--device", "cpu"]
+    code, out, err = run_cli(monkeypatch, capsys, "select-alpha", *common, "--out", tmp_path / "c.json", "-q")
+    assert code == 0, err
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert out.strip() == f"{record['alpha']:g}" and record["alphas"] == [0.0, 1.0]
+    assert set(record["strategies"]) == set(LABEL_FREE_STRATEGIES)
+    code, out, err = run_cli(monkeypatch, capsys, "select-alpha", *common, "--strategy", "wig")
+    assert code == 0, err
+    assert "→ α =" in out and "(decides)" in out.splitlines()[2]  # wig is the third strategy
+    code, out, err = run_cli(monkeypatch, capsys, "select-alpha", *common[:-2], "--alphas", "0,x")
+    assert code == 2 and "--alphas: 'x' is not a number" in err
+    code, out, err = run_cli(monkeypatch, capsys, "select-alpha", *common, "--out", tmp_path / "c.json")
+    assert code == 2 and "c.json" in err  # an existing output is not replaced without --overwrite
