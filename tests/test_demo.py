@@ -85,8 +85,10 @@ def test_demo_config_is_a_valid_experiment(tmp_path):
         "domain",
         "merge",
         "sweep",
+        "sweep",
         "ablation",
     ]
+    assert [s.select_on for s in config.systems if s.type == "sweep"] == ["dev", "label-free"]
     assert config.dataset.path == str(DEMO_DATA)
 
 
@@ -104,7 +106,7 @@ def test_demo_runs_end_to_end_and_reports_every_system(tmp_path):
         assert system.name in text, f"{system.name} missing from the demo report"
     table = text.split("## Results", 1)[1].split("\n\n", 2)[1]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| system")]
-    assert len(rows) == 5  # every system but the ablation, which has its own section
+    assert len(rows) == 6  # every system but the ablation, which has its own section
     for row in rows:
         value = float(re.sub(r"[^0-9.]", "", row.split("|")[2]))
         assert 0.0 <= value <= 1.0

@@ -9,7 +9,8 @@ Everything runs locally, on a CPU, in about 30 seconds (benchmarks/demo.md):
    zero-shot); θ_domain adapted with :func:`taskrank.adapt.adapt` (span corruption) on the
    *marine* documents only, without any query or label;
 3. the experiment runner, as ``taskrank run`` would: BM25, the ranker alone, the domain model
-   alone, a merge at fixed α, an α sweep chosen on dev, and a per-layer ablation.
+   alone, a merge at fixed α, an α sweep chosen on dev, the same sweep with α chosen without
+   labels (``select_on: label-free``), and a per-layer ablation.
 
 The numbers are whatever these tiny models give: the demo shows the machinery, not the paper's
 effect sizes.
@@ -235,6 +236,13 @@ def demo_config(
                 {"name": "domain model", "type": "domain"},
                 {"name": f"TA α={settings.merge_alpha:g}", "type": "merge", "alpha": settings.merge_alpha},
                 {"name": "TA dev-tuned α", "type": "sweep", "alphas": list(settings.alphas)},
+                {
+                    "name": "TA label-free α",
+                    "type": "sweep",
+                    "alphas": list(settings.alphas),
+                    "select_on": "label-free",
+                    "label_free": {"pseudo_queries": 100},
+                },
                 {"name": "layer ablation", "type": "ablation", "alpha": settings.merge_alpha},
             ],
             "fusion": {"method": "tuned", "step": 0.1},
