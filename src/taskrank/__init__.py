@@ -62,6 +62,8 @@ _EXPORTS: dict[str, str] = {
     "load_config": "taskrank.config",
     "ExperimentConfig": "taskrank.config",
     "run_demo": "taskrank.demo",
+    "select_alpha": "taskrank.labelfree",
+    "LabelFreeChoice": "taskrank.labelfree",
 }
 
 __all__ = ["__version__", *_EXPORTS]

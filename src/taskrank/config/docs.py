@@ -24,7 +24,7 @@ from .sections import (
     ScoringConfig,
     SignificanceConfig,
 )
-from .systems import SYSTEM_CLASSES
+from .systems import SYSTEM_CLASSES, LabelFreeSettings
 
 SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     ExperimentConfig,
@@ -37,6 +37,7 @@ SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     SignificanceConfig,
     ReportConfig,
     *SYSTEM_CLASSES,
+    LabelFreeSettings,
 )
 
 

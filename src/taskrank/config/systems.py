@@ -114,8 +114,7 @@ class MergeSystem(SystemBase):
 
 
 class LabelFreeSettings(StrictModel):
-    """How a sweep values its α values without labels (see docs/experiments.md, "Choosing α
-    without labels"); every strategy's signal is recorded, ``strategy`` decides."""
+    """How a sweep values α without labels (docs/experiments.md): all signals recorded, one decides."""
 
     strategy: LabelFreeStrategy = Field(
         DEFAULT_LABEL_FREE_STRATEGY,
