@@ -25,7 +25,9 @@ The results dict holds:
   "significant", "winner"}], "marks": {system: {metric: {"better": [baseline, ...], "worse": [...]}}}}``
 - ``sweeps``: ``{system: {"alphas", "dev", "test", "best_alpha", "select_on", "weights", "weights_text",
   "ranker": {"dev", "test"}, "first_stage": {"name", "dev", "test"}, "reported_variant", "variants":
-  {variant: {"dev", "test", "ranker"}}}}`` (optional; top-level values are the reported variant's)
+  {variant: {"dev", "test", "ranker"}}, "label_free": {"strategy", "alpha", "guard", "pseudo_queries",
+  "strategies": {name: {"signal": [per α], "alpha", "p_value", "reason"}}, "notes"} or null}}`` (optional;
+  top-level values are the reported variant's)
 - ``ablations``: ``{system: {"alpha", "layers", "split", "only": [...], "except": [...], "ranker", "full",
   "first_stage": {"name", "value"}, "weights", "weights_text", "reported_variant", "variants": {variant:
   {"only", "except", "ranker", "full"}}}}``
