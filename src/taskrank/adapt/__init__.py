@@ -12,18 +12,23 @@ from __future__ import annotations
 
 from ..devices import resolve_device
 from .checkpointing import latest_checkpoint, work_dir
+from .choice import AUTO_RETRIEVAL_OBJECTIVE, RETRIEVAL_OBJECTIVES, ObjectiveChoice, choose_objective
 from .corpus import CorpusTexts, corpus_files, read_corpus
 from .objectives import OBJECTIVES, SpanCorruptionCollator, detect_objective, make_batcher, sentinel_ids
 from .settings import AdaptSettings
 from .trainer import AdaptResult, adapt
 
 __all__ = [
+    "AUTO_RETRIEVAL_OBJECTIVE",
     "OBJECTIVES",
+    "RETRIEVAL_OBJECTIVES",
     "AdaptResult",
     "AdaptSettings",
     "CorpusTexts",
+    "ObjectiveChoice",
     "SpanCorruptionCollator",
     "adapt",
+    "choose_objective",
     "corpus_files",
     "detect_objective",
     "latest_checkpoint",

@@ -6,7 +6,7 @@ title, what was done, the settings as a table, the versions); :func:`model_card`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +15,8 @@ from ..atomic import atomic_dir, write_json, write_text
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from .retrieval_objectives import RetrievalModel
 
 
 def model_card(
@@ -55,7 +57,7 @@ The full record is in `{record_file}`.
 
 def save_trained(
     out: Path,
-    model: PreTrainedModel,
+    model: PreTrainedModel | RetrievalModel,
     tokenizer: PreTrainedTokenizerBase,
     *,
     record_file: str,
@@ -63,13 +65,19 @@ def save_trained(
     card: str,
     overwrite: bool,
     dtype: torch.dtype | None = None,
+    write_model: Callable[[Path], None] | None = None,
 ) -> None:
     """Write ``out`` atomically: the model (cast to ``dtype`` when given), its tokenizer, the
-    JSON ``record`` as ``record_file`` and the ``card`` as README.md."""
+    JSON ``record`` as ``record_file`` and the ``card`` as README.md. ``write_model``, when
+    given, writes the weights, tokenizer and config into the folder instead (a bi-encoder keeps
+    its pretrained folder's files)."""
     model.eval()
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        (model if dtype is None else model.to(dtype=dtype)).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        if write_model is not None:
+            write_model(tmp)
+        else:
+            (model if dtype is None else model.to(dtype=dtype)).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         write_json(tmp / record_file, record)
         write_text(tmp / "README.md", card)
 

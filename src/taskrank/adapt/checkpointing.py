@@ -23,6 +23,8 @@ from ..errors import CheckpointError, ConfigError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from .retrieval_objectives import RetrievalModel
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
@@ -30,7 +32,7 @@ STATE_FILE = "trainer_state.json"
 RESUME_KEYS = (
     "pretrained", "objective", "corpus_sha256", "steps", "lr", "batch_size", "grad_accum", "max_length",
     "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "mlm_probability", "noise_density",
-    "mean_span_length", "dtype",
+    "mean_span_length", "dtype", "crop_min", "crop_max", "temperature", "deletion_ratio",
 )  # fmt: skip
 
 
@@ -70,7 +72,7 @@ def checkpoint_to_resume(out: Path, *, resume: bool, overwrite: bool) -> Path | 
 def save_checkpoint(
     work: Path,
     step: int,
-    model: PreTrainedModel,
+    model: PreTrainedModel | RetrievalModel,
     tokenizer: PreTrainedTokenizerBase,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,

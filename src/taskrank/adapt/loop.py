@@ -28,6 +28,8 @@ from .settings import AdaptSettings
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from .retrieval_objectives import RetrievalModel
+
 
 class TokenChunks:
     """Every document tokenized once and cut into windows of at most ``width`` tokens.
@@ -92,7 +94,8 @@ def compute_dtype(name: str | None, device: torch.device) -> str:
 class AdaptRun:
     """Everything the loop of one ``adapt`` run works with."""
 
-    model: PreTrainedModel
+    #: a ``transformers`` LM, or a bi-encoder with its retrieval loss
+    model: PreTrainedModel | RetrievalModel
     tokenizer: PreTrainedTokenizerBase
     batcher: BatchFn
     chunks: TokenChunks
@@ -122,7 +125,8 @@ def _step_loss(run: AdaptRun, step: int) -> float:
         base = step * per_step + micro * s.batch_size
         examples = [run.chunks[run.order[base + j]] for j in range(s.batch_size)]
         batch = {k: v.to(run.device) for k, v in run.batcher(examples, seed).items()}
-        if not bool((batch["labels"] != -100).any()):
+        labels = batch.get("labels")  # the retrieval objectives have none: their pairs are the signal
+        if labels is not None and not bool((labels != -100).any()):
             continue  # nothing masked in this micro-batch: no signal, no NaN
         torch.manual_seed(seed)  # dropout of this micro-batch
         with autocast:

@@ -39,7 +39,8 @@ SPAN_CORRUPTION_MODEL_TYPES = frozenset({"t5", "mt5", "umt5", "longt5", "switch_
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
-def _describe(config: PretrainedConfig) -> str:
+def describe_architecture(config: PretrainedConfig) -> str:
+    """``architecture BertModel (model_type 'bert')``: how errors name a checkpoint's architecture."""
     archs = ", ".join(getattr(config, "architectures", None) or []) or "(none recorded)"
     return f"architecture {archs} (model_type {getattr(config, 'model_type', None)!r})"
 
@@ -67,7 +68,7 @@ def detect_objective(config: PretrainedConfig) -> str:
         if model_type in SPAN_CORRUPTION_MODEL_TYPES:
             return "span-corruption"
         raise ModelError(
-            f"no known pre-training objective for the encoder-decoder {_describe(config)}; "
+            f"no known pre-training objective for the encoder-decoder {describe_architecture(config)}; "
             f"span corruption supports model types {', '.join(sorted(SPAN_CORRUPTION_MODEL_TYPES))}"
         )
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and any(a.endswith(_CAUSAL_SUFFIXES) for a in archs):
@@ -77,8 +78,9 @@ def detect_objective(config: PretrainedConfig) -> str:
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "causal-lm"
     raise ModelError(
-        f"no known pre-training objective for {_describe(config)}; taskrank adapt trains encoders "
-        "with a masked-LM head (mlm), T5-family encoder-decoders (span-corruption) and causal LMs (causal-lm)"
+        f"no known pre-training objective for {describe_architecture(config)}; taskrank adapt trains "
+        "encoders with a masked-LM head (mlm), T5-family encoder-decoders (span-corruption) and causal LMs "
+        "(causal-lm)"
     )
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from ..errors import ConfigError
-from ..vocabulary import TRAINABLE_KINDS, TrainableKind
+from ..vocabulary import OBJECTIVE_NAMES, TRAINABLE_KINDS, Objective, TrainableKind
 
 # --------------------------------------------------------------------------- shared field types
 
@@ -77,6 +77,28 @@ class AdaptSettings(TrainingSettings):
     mlm_probability: Probability = 0.15
     noise_density: Probability = 0.15
     mean_span_length: float = Field(3.0, ge=1.0, description="at least 1")
+    #: ``auto``: contrastive for a sentence-transformers folder, else what the architecture calls for.
+    objective: Objective = "auto"
+    #: contrastive: each crop keeps a share of its window drawn uniformly from [crop_min, crop_max].
+    crop_min: float = Field(0.1, gt=0.0, le=1.0, description="a number in (0, 1]")
+    crop_max: float = Field(0.5, gt=0.0, le=1.0, description="a number in (0, 1]")
+    #: contrastive: the softmax temperature of the in-batch cosine similarities (scale = 1 / temperature).
+    temperature: float = Field(0.05, gt=0.0, le=10.0, allow_inf_nan=False, description="a number in (0, 10]")
+    #: tsdae: the share of tokens deleted from the encoder's input.
+    deletion_ratio: Probability = 0.6
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _known_objective(cls, value: object) -> object:
+        if value not in OBJECTIVE_NAMES:
+            raise ValueError(f"unknown objective {value!r}; valid: {', '.join(OBJECTIVE_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _crop_range(self) -> AdaptSettings:
+        if self.crop_min > self.crop_max:
+            raise ValueError(f"crop_min ({self.crop_min}) must not exceed crop_max ({self.crop_max})")
+        return self
 
 
 class RankerSettings(TrainingSettings):

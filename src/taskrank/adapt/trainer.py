@@ -36,9 +36,11 @@ from .checkpointing import (
     resume_progress,
     work_dir,
 )
+from .choice import RETRIEVAL_OBJECTIVES, ObjectiveChoice, choose_objective
 from .corpus import CorpusTexts, PathLike, read_corpus
 from .loop import AdaptRun, ExampleOrder, TokenChunks, compute_dtype, train_steps
-from .objectives import OBJECTIVES, BatchFn, detect_objective, make_batcher
+from .objectives import OBJECTIVES, BatchFn, make_batcher
+from .retrieval_objectives import RetrievalModel, export_bi_encoder, load_retrieval_model, retrieval_batcher
 from .runtime import derived_seed, follows_progress, local_rng
 from .settings import AdaptSettings
 
@@ -61,6 +63,8 @@ class AdaptResult:
     examples: int
     resumed_from: int | None = None
     settings: dict[str, object] = field(default_factory=dict)
+    #: why this objective: asked for, or chosen automatically (and from what)
+    objective_reason: str = ""
 
     @property
     def final_loss(self) -> float:
@@ -88,6 +92,11 @@ def adapt(
     mlm_probability: float = 0.15,
     noise_density: float = 0.15,
     mean_span_length: float = 3.0,
+    objective: str = "auto",
+    crop_min: float = 0.1,
+    crop_max: float = 0.5,
+    temperature: float = 0.05,
+    deletion_ratio: float = 0.6,
     device: str = "auto",
     dtype: str | None = "auto",
     skip_empty: bool = False,
@@ -98,16 +107,17 @@ def adapt(
 ) -> AdaptResult:
     """Continue pre-training ``pretrained`` on ``corpus``; save the domain checkpoint to ``out``.
 
-    The objective follows the checkpoint's config (:func:`detect_objective`): masked-LM for
-    encoders, T5 span corruption for T5/mT5, next-token prediction for causal LMs. Documents
-    are tokenized once and cut into windows of ``max_length`` tokens (special tokens
-    included); each optimizer step sees ``batch_size × grad_accum`` windows.
+    ``objective="auto"``: ``contrastive`` for a sentence-transformers folder, else what the config
+    calls for (:func:`detect_objective`: masked-LM, T5 span corruption, next-token prediction);
+    ``contrastive`` (``crop_min``, ``crop_max``, ``temperature``) and ``tsdae``
+    (``deletion_ratio``) keep a bi-encoder one (:mod:`taskrank.adapt.retrieval_objectives`).
+    Documents are cut into windows of ``max_length`` tokens (special tokens included); a step
+    sees ``batch_size × grad_accum`` windows. The settings are validated by :class:`AdaptSettings`.
 
-    Every ``save_every`` steps a checkpoint (weights, optimizer, scheduler, step) is written
-    atomically to ``<out>.partial/``; ``resume=True`` continues from the newest one and ends
-    with the same weights as an uninterrupted run. ``out`` appears only when training is done,
-    with the tokenizer, a README.md card (corpus path, document count, sha256, objective, steps,
-    hyperparameters, final loss) and ``adapt.json``; the partial folder is then removed.
+    Every ``save_every`` steps a checkpoint is written atomically to ``<out>.partial/``;
+    ``resume=True`` continues from the newest one and ends with the same weights as an
+    uninterrupted run. ``out`` appears only when training is done, with the tokenizer, a
+    README.md card and ``adapt.json`` (corpus, objective, settings, losses).
 
     Args:
         pretrained: θ_pretrained, a local checkpoint folder or a hub id.
@@ -125,12 +135,7 @@ def adapt(
         # taskrank merge --ranker castorini/monot5-base-msmarco --domain models/t5-scifact \\
         #     --pretrained google-t5/t5-base --alpha 0.7 --out models/merged
     """
-    settings = AdaptSettings(
-        steps=steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-        warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm, seed=seed,
-        save_every=save_every, mlm_probability=mlm_probability, noise_density=noise_density,
-        mean_span_length=mean_span_length,
-    )  # fmt: skip
+    settings = AdaptSettings(**{k: v for k, v in locals().items() if k in AdaptSettings.model_fields})
     out = Path(out)
     check_output_dir(out, overwrite)
     start_from = checkpoint_to_resume(out, resume=resume, overwrite=overwrite)
@@ -145,6 +150,7 @@ def adapt(
     result = AdaptResult(
         out, job.objective, settings.steps, losses, job.texts.doc_count, job.texts.sha256, len(job.chunks),
         resumed_from=first_step if start_from is not None else None, settings=settings.model_dump(),
+        objective_reason=job.choice.reason,
     )  # fmt: skip
     _save(result, run, job, overwrite)
     return result
@@ -159,18 +165,24 @@ class _Job:
     source: Path
     config: PretrainedConfig
     tokenizer: PreTrainedTokenizerBase
-    objective: str
+    choice: ObjectiveChoice
     batcher: BatchFn
     texts: CorpusTexts
     chunks: TokenChunks
+
+    @property
+    def objective(self) -> str:
+        """The objective trained (``auto`` resolved)."""
+        return self.choice.objective
 
     def run_record(self, settings: AdaptSettings, precision: str) -> dict[str, object]:
         """What a resumed run must agree with (:data:`~taskrank.adapt.checkpointing.RESUME_KEYS`)."""
         return {
             "pretrained": self.name,
-            "objective": self.objective,
             "corpus_sha256": self.texts.sha256,
-            **settings.model_dump(exclude={"save_every"}),
+            **settings.model_dump(exclude={"save_every", "objective"}),
+            "objective": self.objective,
+            "objective_requested": settings.objective,
             "dtype": precision,
         }
 
@@ -193,13 +205,18 @@ def _prepare(
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the config and tokenizer of {pretrained}: {exc}") from exc
-    objective = detect_objective(config)
+    choice = choose_objective(settings.objective, config, source, str(pretrained))
+    objective = choice.objective
     limit = getattr(config, "max_position_embeddings", None)
     if isinstance(limit, int) and settings.max_length > limit:
         raise ConfigError(f"max_length {settings.max_length} exceeds the {limit} positions of {pretrained}")
-    batcher = make_batcher(
-        objective, tokenizer, mlm_probability=settings.mlm_probability,
-        noise_density=settings.noise_density, mean_span_length=settings.mean_span_length,
+    batcher = (
+        retrieval_batcher(objective, tokenizer, settings)
+        if objective in RETRIEVAL_OBJECTIVES
+        else make_batcher(
+            objective, tokenizer, mlm_probability=settings.mlm_probability,
+            noise_density=settings.noise_density, mean_span_length=settings.mean_span_length,
+        )
     )  # fmt: skip
 
     texts = corpus if isinstance(corpus, CorpusTexts) else read_corpus(corpus, skip_empty=skip_empty)
@@ -208,7 +225,7 @@ def _prepare(
     chunks = TokenChunks(texts.texts, tokenizer, settings.max_length - reserve)
     if len(chunks) == 0:
         raise ConfigError(f"the corpus {texts.sources[0]} gave no tokens with the tokenizer of {pretrained}")
-    return _Job(str(pretrained), source, config, tokenizer, objective, batcher, texts, chunks)
+    return _Job(str(pretrained), source, config, tokenizer, choice, batcher, texts, chunks)
 
 
 def _start(
@@ -232,23 +249,30 @@ def _start(
 
 def _load_model(
     job: _Job, start_from: Path | None, settings: AdaptSettings, device: torch.device
-) -> PreTrainedModel:
+) -> PreTrainedModel | RetrievalModel:
     """The model to train, in float32 on ``device``: θ_pretrained, or the checkpoint resumed from."""
     import transformers
 
-    auto_class = OBJECTIVES[job.objective]
-    load_from = start_from if start_from is not None else job.source
     torch.manual_seed(derived_seed(settings.seed, 0xADA))  # a new head (MLM on a bare encoder) is seeded
-    # a truncated or corrupt weight file, or a refused pickle, is a CheckpointError naming it
-    what = f"{load_from} as {auto_class}"
-    model = load_model(getattr(transformers, auto_class), load_from, torch.float32, what)
+    model: PreTrainedModel | RetrievalModel
+    if job.objective in RETRIEVAL_OBJECTIVES:
+        model = load_retrieval_model(job.source, job.objective, settings, start_from)
+    else:
+        auto_class = OBJECTIVES[job.objective]
+        load_from = start_from if start_from is not None else job.source
+        # a truncated or corrupt weight file, or a refused pickle, is a CheckpointError naming it
+        what = f"{load_from} as {auto_class}"
+        model = load_model(getattr(transformers, auto_class), load_from, torch.float32, what)
     model.to(device)
     model.train()
     return model
 
 
 def _optimizer(
-    model: PreTrainedModel, settings: AdaptSettings, start_from: Path | None, device: torch.device
+    model: PreTrainedModel | RetrievalModel,
+    settings: AdaptSettings,
+    start_from: Path | None,
+    device: torch.device,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW (no weight decay on biases and norms) with linear warm-up and decay, resumed when
     ``start_from`` is a checkpoint."""
@@ -284,6 +308,8 @@ def _save(result: AdaptResult, run: AdaptRun, job: _Job, overwrite: bool) -> Non
     meta = {
         "pretrained": job.name,
         "objective": result.objective,
+        "objective_requested": job.choice.requested,
+        "objective_reason": result.objective_reason,
         "steps": result.steps,
         "final_loss": result.final_loss,
         "losses": result.losses,
@@ -311,9 +337,15 @@ def _save(result: AdaptResult, run: AdaptRun, job: _Job, overwrite: bool) -> Non
         versions=found,
         record_file="adapt.json",
     )
+    model = run.model
+    write_model = (
+        (lambda folder: export_bi_encoder(model, job.source, folder))
+        if isinstance(model, RetrievalModel)
+        else None
+    )
     save_trained(
         result.path, run.model, run.tokenizer, record_file="adapt.json", record=meta, card=card,
-        overwrite=overwrite, dtype=saved_dtype,
+        overwrite=overwrite, dtype=saved_dtype, write_model=write_model,
     )  # fmt: skip
     shutil.rmtree(run.work, ignore_errors=True)
     log.info("adapted checkpoint written to %s (final loss %.4f)", result.path, result.final_loss)
@@ -324,8 +356,15 @@ def _card_body(meta: dict[str, object], texts: CorpusTexts) -> str:
         f"\n  - ... and {len(texts.sources) - 20} more" if len(texts.sources) > 20 else ""
     )
     pretrained = meta["pretrained"]
+    bi_encoder = (
+        "\n\nIt keeps the pretrained tensors (and sentence-transformers files), so it also loads as a "
+        'bi-encoder (`taskrank.rerankers.load_reranker(path, "bi-encoder")`).'
+        if meta["objective"] in RETRIEVAL_OBJECTIVES
+        else ""
+    )
     return f"""Continued pre-training of `{pretrained}` on an unlabeled target corpus, for task arithmetic
-(θ_new = θ_ranker + α · (θ_domain − θ_pretrained)): use this folder as `--domain` of `taskrank merge`.
+(θ_new = θ_ranker + α · (θ_domain − θ_pretrained)): use this folder as `--domain` of `taskrank merge`.\
+{bi_encoder}
 
 ## Corpus
 - documents: {texts.doc_count} ({texts.skipped} skipped for having no text)
@@ -335,7 +374,7 @@ def _card_body(meta: dict[str, object], texts: CorpusTexts) -> str:
 {files}
 
 ## Training
-- objective: **{meta["objective"]}**
+- objective: **{meta["objective"]}** ({meta["objective_reason"]})
 - steps: {meta["steps"]}, final loss (mean of the last 10 steps): {meta["final_loss"]:.4f}
 - device: {meta["device"]}, compute dtype: {meta["compute_dtype"]}, saved dtype: {meta["saved_dtype"]}"""
 

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import typer
 
-from ..vocabulary import DEVICES_TEXT, TRAINING_DTYPES
+from ..vocabulary import DEVICES_TEXT, TRAINING_DTYPES, Objective
+
+_OBJECTIVE_HELP = (
+    "Training objective. auto: contrastive for a sentence-transformers folder (a bi-encoder), "
+    "else what the architecture calls for (mlm, span-corruption, causal-lm)."
+)
 
 
 def adapt_command(
@@ -20,6 +25,7 @@ def adapt_command(
     out: Path = typer.Option(
         ..., "--out", "-o", help="Output checkpoint directory (written when training ends)."
     ),
+    objective: Objective = typer.Option("auto", "--objective", help=_OBJECTIVE_HELP),
     steps: int = typer.Option(200, "--steps", help="Optimizer steps."),
     lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate of AdamW (linear warm-up and decay)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per micro-batch."),
@@ -47,7 +53,8 @@ def adapt_command(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
-    """Make a domain checkpoint from an unlabeled corpus (MLM, T5 span corruption or next-token LM)."""
+    """Make a domain checkpoint from an unlabeled corpus (MLM, T5 span corruption, next-token LM, or for a
+    bi-encoder contrastive cropping or TSDAE)."""
     from ..adapt import adapt
     from ..atomic import check_output
     from . import Interrupted
@@ -58,6 +65,7 @@ def adapt_command(
             pretrained,
             corpus,
             out,
+            objective=objective,
             steps=steps,
             lr=lr,
             batch_size=batch_size,
@@ -77,6 +85,7 @@ def adapt_command(
         raise Interrupted(resume_hint(out, save_every)) from None
     if not quiet:
         typer.echo(
+            f"objective {result.objective}: {result.objective_reason}\n"
             f"{result.objective} on {result.corpus_docs} documents ({result.examples} windows), "
             f"{result.steps} steps, final loss {result.final_loss:.4f}\n"
             f"wrote {result.path} (use it as --domain of taskrank merge)"
