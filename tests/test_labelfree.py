@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from _experiment_fixtures import config_dict, config_error
+from _experiment_fixtures import config_dict, config_error, write_tiny_beir
 from taskrank.config import parse_config
+from taskrank.errors import ConfigError, DataError
 from taskrank.experiment import plan_experiment, run_experiment
 from taskrank.labelfree import (
     STRATEGIES,
@@ -46,8 +47,28 @@ def test_nqc_and_wig_values_by_hand():
     scores = {"a": 3.0, "b": 1.0, "c": 2.0}  # mean 2, std of all three sqrt(2/3)
     lists = Lists({"q": scores}, {"q": "one two three four"})
     assert strategy("nqc").per_query(lists)["q"] == pytest.approx((2 / 3) ** 0.5 / 2)
-    # top five = all three here: WIG = (mean(top) - mean(all)) / sqrt(4) = 0
-    assert strategy("wig").per_query(lists)["q"] == pytest.approx(0.0)
+    # the top five are all three candidates: WIG would be 0 at every α, so the query has none
+    assert strategy("wig").per_query(lists) == {}
+    # seven: (mean of the top five − mean of all) / sqrt(2 query words)
+    wig = strategy("wig").per_query(Lists({"q": PEAKED}, {"q": "wing flutter"}))["q"]
+    assert wig == pytest.approx((13.3 / 5 - 15.0 / 7) / 2**0.5)
+
+
+@pytest.mark.parametrize("name", ["nqc", "wig", "entropy"])
+def test_score_distribution_edge_cases(name):
+    lists = Lists(
+        {"one": {"a": 2.0}, "empty": {}, "equal": dict.fromkeys("abcdefg", -3.0), "neg": PEAKED},
+        {"one": "a b", "empty": "a b", "equal": "a b", "neg": "a b"},
+    )
+    values = strategy(name).per_query(lists)
+    assert "one" not in values and "empty" not in values  # nothing to spread: no signal, no error
+    assert values["equal"] == pytest.approx(-1.0 if name == "entropy" else 0.0)  # flat: the least
+    negative = {d: v - 20.0 for d, v in PEAKED.items()}  # every score below 0, same spread
+    shifted = strategy(name).per_query(Lists({"neg": negative}, {"neg": "a b"}))["neg"]
+    if name == "nqc":  # std over |mean|: the same spread over a larger magnitude
+        assert 0 < shifted < values["neg"]
+    else:  # differences of scores (WIG) and a softmax (entropy) do not move with a shift
+        assert shifted == pytest.approx(values["neg"])
 
 
 def test_entropy_is_minus_one_for_equal_scores_and_near_zero_for_one_clear_winner():
@@ -102,8 +123,15 @@ def test_a_missing_input_leaves_that_strategy_without_signal_and_cannot_decide()
     choice = label_free_choice([0.0, 0.5], lists, strategy_name="nqc")
     assert choice.outcomes["pseudo-queries"].signal == [None, None]
     assert choice.alpha == 0.0 and "pseudo-queries: no pseudo-queries were scored" in choice.notes
-    with pytest.raises(ValueError, match="could not be computed"):
+    with pytest.raises(DataError, match="could not be computed .no pseudo-queries were scored"):
         label_free_choice([0.0, 0.5], lists, strategy_name="pseudo-queries")
+    # an empty pseudo-query set (the corpus gave none) is missing too, not a ValueError
+    empty = [Lists({"q": PEAKED}, {"q": "a"}, {}, {}), Lists({"q": FLAT}, {"q": "a"}, {}, {})]
+    assert label_free_choice([0.0, 0.5], empty, strategy_name="nqc").outcomes["pseudo-queries"].alpha is None
+    # no query valued at every α (one candidate each): the deciding strategy says so in one line
+    single = [Lists({"q": {"d": 1.0}}, {"q": "a"}), Lists({"q": {"d": 2.0}}, {"q": "a"})]
+    with pytest.raises(DataError, match="'entropy' could not be computed .no query was valued"):
+        label_free_choice([0.0, 0.5], single, strategy_name="entropy")
 
 
 CORPUS = {
@@ -203,7 +231,12 @@ def test_results_record_every_strategy_per_alpha_and_the_choice(label_free_run):
 
 def test_report_says_the_alpha_was_chosen_without_labels(label_free_run):
     report = (label_free_run.output / "report.md").read_text()
-    assert "chosen without relevance labels by pseudo-queries" in report or "Label-free selection" in report
+    best = label_free_run.results["sweeps"]["free"]["best_alpha"]
+    if best == 0:
+        assert "Label-free selection (pseudo-queries, no relevance label read) chose α = 0. Why:" in report
+    else:
+        assert f"Best α = {best}, chosen without relevance labels by pseudo-queries: α = {best:g} " in report
+        assert "not applied" not in report
     assert "| pseudo-queries (decides) |" in report and "| nqc |" in report
     assert (label_free_run.output / "plots").is_dir() and list(
         (label_free_run.output / "plots").glob("*.png")
@@ -234,6 +267,67 @@ def test_pseudo_queries_need_bm25_and_the_deciding_strategy_its_inputs(titled, t
     base["first_stage"] = {"kind": "run", "run": "x.trec", "k": 10}
     base["systems"][0]["label_free"] = {"strategy": "nqc"}
     assert "label_free.pseudo_queries needs a BM25 first stage" in config_error(base)
+    del base["systems"][0]["label_free"]  # the defaults: pseudo-queries decide, so both must change
+    assert "set label_free.pseudo_queries: 0 and label_free.strategy to nqc, wig or entropy" in (
+        config_error(base)
+    )
+
+
+def test_a_corpus_without_pseudo_queries_is_one_error_naming_the_dataset(tmp_path, tiny_words, t5_trio):
+    plain = write_tiny_beir(tmp_path / "plain", tiny_words)  # no titles, one sentence per document
+    config = label_free_config(plain, t5_trio, tmp_path / "out")
+    for attempt in (plan_experiment, lambda c: run_experiment(c, progress=False)):
+        with pytest.raises(DataError) as info:
+            attempt(config)
+        message = str(info.value)
+        assert f"dataset {str(plain)!r}: no document yields a pseudo-query" in message
+        assert "sweep 'free' cannot choose α by pseudo-queries" in message
+    # another strategy decides: the pseudo-queries are recorded as not computed, the run goes on
+    nqc = label_free_config(plain, t5_trio, tmp_path / "nqc", strategy="nqc")
+    assert " pseudo" not in plan_experiment(nqc).split("steps:")[1]
+    free = run_experiment(nqc, progress=False).results["sweeps"]["free"]["label_free"]
+    assert (
+        free["strategies"]["pseudo-queries"]["alpha"] is None
+        and free["strategies"]["nqc"]["alpha"] is not None
+    )
+    assert free["pseudo_queries"] is None
+
+
+def test_the_pseudo_split_alone_keys_its_documents(tmp_path, titled, t5_trio):
+    from taskrank.experiment.models import ModelState
+    from taskrank.experiment.runner import Experiment
+
+    experiment = Experiment(label_free_config(titled, t5_trio, tmp_path / "out"), progress=False)
+    experiment.prepare()
+    steps, state = experiment.steps, ModelState("ranker")
+    pseudo = steps.pseudo_split(12, 1)
+    assert steps.rerank_inputs(state, pseudo)["documents"]  # the cut documents are part of its key
+    assert "documents" not in steps.rerank_inputs(state, steps.data.test)  # older keys unchanged
+    other = steps.pseudo_split(12, 2)  # other documents cut: another key
+    assert steps.rerank_key(state, other) != steps.rerank_key(state, pseudo)
+
+
+def test_select_alpha_refuses_what_cannot_decide_before_loading_anything(
+    tmp_path, tiny_words, monkeypatch, capsys
+):
+    from _cli import run_cli
+    from taskrank.labelfree import read_target, select_alpha
+
+    plain = write_tiny_beir(tmp_path / "plain", tiny_words)
+    corpus, queries = read_target(plain)
+    nowhere = [str(tmp_path / "no-such-model")] * 3  # never loaded: the errors come first
+    with pytest.raises(ConfigError, match="pseudo-queries strategy needs pseudo-queries"):
+        select_alpha(*nowhere, corpus, queries, kind="monot5", pseudo_queries=0)
+    with pytest.raises(ConfigError, match="unknown label-free strategy 'oracle'"):
+        select_alpha(*nowhere, corpus, queries, kind="monot5", strategy="oracle")
+    with pytest.raises(DataError, match="the corpus: no document yields a pseudo-query"):
+        select_alpha(*nowhere, corpus, queries, kind="monot5")
+    trio = [
+        f"--{role}={path}" for role, path in zip(("ranker", "domain", "pretrained"), nowhere, strict=True)
+    ]
+    code, _, err = run_cli(monkeypatch, capsys, "select-alpha", *trio, "--kind", "monot5", "--data", plain)
+    assert code == 2 and f"--data {plain}: the corpus: no document yields a pseudo-query" in err
+    assert "Traceback" not in err
 
 
 def test_select_alpha_never_opens_a_qrels_file(tmp_path, titled, t5_trio, monkeypatch):
@@ -286,3 +380,11 @@ def test_select_alpha_command_prints_every_signal_and_writes_the_choice(
     assert code == 2 and "--alphas: 'x' is not a number" in err
     code, out, err = run_cli(monkeypatch, capsys, "select-alpha", *common, "--out", tmp_path / "c.json")
     assert code == 2 and "c.json" in err  # an existing output is not replaced without --overwrite
+
+
+def test_select_alpha_command_refuses_a_guard_of_zero(titled, monkeypatch, capsys):
+    from _cli import run_cli
+
+    code, _, err = run_cli(monkeypatch, capsys, "select-alpha", "--ranker=r", "--domain=d", "--pretrained=p",
+                           "--kind", "monot5", "--data", titled, "--guard", "0")  # fmt: skip
+    assert code == 2 and "--guard" in err

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..vocabulary import DEFAULT_LABEL_FREE_STRATEGY, DEVICES_TEXT, Kind, LabelFreeStrategy
 
 
@@ -41,7 +41,10 @@ def select_alpha_command(
         DEFAULT_LABEL_FREE_STRATEGY, "--strategy", help="The strategy that decides (all are reported)."
     ),
     guard: float = typer.Option(
-        0.05, "--guard", help="p-value under which an α ≠ 0 must beat α = 0 to be chosen (1: no guard)."
+        0.05,
+        "--guard",
+        max=1.0,
+        help="p-value under which an α ≠ 0 must beat α = 0 to be chosen (1: no guard).",
     ),
     pseudo_queries: int = typer.Option(
         200, "--pseudo-queries", min=0, help="Pseudo-queries cut from the corpus."
@@ -65,16 +68,21 @@ def select_alpha_command(
     from ..threads import resolve_threads, torch_threads
 
     values = parse_alphas(alphas)
+    if guard <= 0:
+        raise ConfigError(f"--guard {guard:g} would never apply the vector: give a p-value in (0, 1]")
     if out is not None:
         check_output(out, overwrite)
     corpus, target = read_target(data, queries)
     with torch_threads(resolve_threads(threads)):
-        choice = select_alpha(
-            ranker, domain, pretrained, corpus, target, kind=kind, alphas=values, strategy=strategy,
-            guard=None if guard >= 1 else guard, pseudo_queries=pseudo_queries, seed=seed, k=k,
-            top_k=top_k, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
-            progress=not quiet,
-        )  # fmt: skip
+        try:
+            choice = select_alpha(
+                ranker, domain, pretrained, corpus, target, kind=kind, alphas=values, strategy=strategy,
+                guard=None if guard >= 1 else guard, pseudo_queries=pseudo_queries, seed=seed, k=k,
+                top_k=top_k, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
+                progress=not quiet,
+            )  # fmt: skip
+        except DataError as exc:  # name the data the problem is in
+            raise DataError(f"--data {data}: {exc}") from exc
     if out is not None:
         with atomic_file(out, "w") as handle:
             json.dump({"alphas": values, **choice.record()}, handle, indent=2, ensure_ascii=False)

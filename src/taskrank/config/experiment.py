@@ -155,12 +155,14 @@ class ExperimentConfig(StrictModel):
             return
         where = f"systems[{i}] ({system.name!r})"
         pseudo = settings.pseudo_queries > 0
+        decides = system.select_on == "label-free" and settings.strategy == "pseudo-queries"
         if pseudo and self.first_stage.kind != "bm25":
             raise ValueError(
                 f"{where}: label_free.pseudo_queries needs a BM25 first stage (a run file has no "
                 "candidates for pseudo-queries); set label_free.pseudo_queries: 0"
+                + (" and label_free.strategy to nqc, wig or entropy" if decides else "")
             )
-        if system.select_on == "label-free" and settings.strategy == "pseudo-queries" and not pseudo:
+        if decides and not pseudo:
             raise ValueError(
                 f"{where} chooses α by pseudo-queries, but label_free.pseudo_queries is 0; "
                 "make some or choose another label_free.strategy"

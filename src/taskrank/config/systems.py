@@ -168,7 +168,7 @@ class SweepSystem(SystemBase):
         """The label-free settings in effect: the configured ones, the defaults when α is
         chosen label-free without any, None when no label-free signal is recorded."""
         if self.label_free is None and self.select_on == "label-free":
-            return LabelFreeSettings()
+            return LabelFreeSettings.model_validate({})
         return self.label_free
 
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections import ChainMap
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..config import ExperimentConfig
 from ..data.formats import top_k  # the one top-k cut, in trec_eval's order
@@ -237,12 +236,13 @@ class Steps:
         return "BM25" if self.config.first_stage.kind == "bm25" else "run"
 
     # -- re-ranking --------------------------------------------------------------------------
-    def corpus_of(self, split: Split) -> Mapping[str, Mapping[str, str]]:
+    def corpus_of(self, split: Split) -> dict[str, dict[str, str]]:
         """The documents ``split``'s queries are scored against: the corpus, with the split's
         own :attr:`~Split.documents` in place of the corpus's where it has them."""
         if split.documents is None:
             return self.data.corpus
-        return ChainMap(split.documents, self.data.corpus)  # type: ignore[arg-type]
+        # a view, not a copy of the corpus: the re-ranker only looks documents up
+        return cast("dict[str, dict[str, str]]", ChainMap(split.documents, self.data.corpus))
 
     def pseudo_split(self, count: int, seed: int) -> Split:
         """``count`` pseudo-queries cut out of the corpus with ``seed`` (made once per run), as a

@@ -26,7 +26,9 @@ from ..config import (
     SweepSystem,
     System,
 )
-from ..labelfree.strategies import Lists
+from ..errors import DataError
+from ..labelfree.pseudo import NO_PSEUDO_QUERY
+from ..labelfree.strategies import STRATEGIES, Lists
 from ..vocabulary import MODES, Mode
 from .models import ModelState
 from .preflight import Split, ablation_layers
@@ -173,11 +175,22 @@ class SweepHandler(Handler):
         return self.system.label_free_settings()
 
     def pseudo_split(self, steps: Steps) -> Split | None:
-        """The pseudo-queries the label-free signals score, when some are asked for."""
+        """The pseudo-queries the label-free signals score, when some are asked for and the
+        corpus yields some (a :class:`DataError` when it yields none and they choose α)."""
         settings = self.label_free()
         if settings is None or settings.pseudo_queries == 0:
             return None
-        return steps.pseudo_split(settings.pseudo_queries, settings.seed)
+        pseudo = steps.pseudo_split(settings.pseudo_queries, settings.seed)
+        if pseudo.queries:
+            return pseudo
+        if self.system.select_on == "label-free" and STRATEGIES[settings.strategy].needs_pseudo:
+            others = ", ".join(name for name, cls in STRATEGIES.items() if not cls.needs_pseudo)
+            raise DataError(
+                f"dataset {steps.config.dataset.path!r}: {NO_PSEUDO_QUERY}, so sweep {self.name!r} "
+                f"cannot choose α by {settings.strategy}; set its label_free.strategy to one of "
+                f"{others} and label_free.pseudo_queries: 0"
+            )
+        return None  # the strategies that need them are recorded as not computed
 
     def states(self) -> list[ModelState]:
         system = self.system
@@ -204,6 +217,7 @@ class SweepHandler(Handler):
 
     def compute(self, steps: Steps, write: WriteRun) -> SystemOutcome:
         system, variants = self.system, steps.variants()
+        self.pseudo_split(steps)  # a corpus without pseudo-queries fails before any α is scored
         states = self.states()
         values: Values = {v: {"dev": [], "test": []} for v in variants}
         lists: list[Lists] = []  # what the label-free signals read, one α at a time

@@ -13,11 +13,12 @@ import os
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
-from ..errors import DataError
-from .pseudo import make_pseudo_queries
+from ..errors import ConfigError, DataError
+from .pseudo import NO_PSEUDO_QUERY, PseudoQueries, make_pseudo_queries
 from .selection import DEFAULT_GUARD, DEFAULT_STRATEGY, LabelFreeChoice, label_free_choice
-from .strategies import Lists
+from .strategies import STRATEGIES, Lists
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,27 @@ def read_target(data: PathLike, queries: PathLike | None = None) -> tuple[dict, 
     if queries_file is None:
         raise DataError(f"{root} is a corpus file: name the target queries too (--queries)")
     return dict(load_corpus(corpus_file)), dict(load_queries(queries_file))
+
+
+def _pseudo_queries(corpus: Corpus, strategy: str, count: int, seed: int) -> PseudoQueries | None:
+    """The pseudo-queries to score, None when none are asked for or the corpus yields none;
+    an error, before any work, when the deciding ``strategy`` needs them and has none."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown label-free strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    needed = STRATEGIES[strategy].needs_pseudo
+    others = ", ".join(name for name, cls in STRATEGIES.items() if not cls.needs_pseudo)
+    if needed and count <= 0:
+        raise ConfigError(
+            f"the {strategy} strategy needs pseudo-queries (pseudo_queries, --pseudo-queries > 0); "
+            f"or choose another strategy ({others})"
+        )
+    pseudo = make_pseudo_queries(corpus, count, seed) if count else None
+    if pseudo is None or pseudo.queries:
+        return pseudo
+    if needed:
+        raise DataError(f"the corpus: {NO_PSEUDO_QUERY}; choose α with another strategy ({others})")
+    log.warning("the corpus: %s; only the strategies without them are computed", NO_PSEUDO_QUERY)
+    return None
 
 
 def select_alpha(
@@ -86,26 +108,29 @@ def select_alpha(
     if not queries:
         raise DataError("no target queries to choose α for")
     alphas = [float(a) for a in alphas]
-    pseudo = make_pseudo_queries(corpus, pseudo_queries, seed) if pseudo_queries else None
+    pseudo = _pseudo_queries(corpus, strategy, pseudo_queries, seed)
     settings = {"language": "english", "k1": 0.9, "b": 0.4, **(bm25 or {})}
     target_candidates = bm25_search(corpus, queries, k=k, progress=progress, **settings)  # type: ignore[arg-type]
     pseudo_candidates = (
         bm25_search(corpus, pseudo.queries, k=k, progress=progress, **settings)  # type: ignore[arg-type]
-        if pseudo is not None and pseudo.queries
+        if pseudo is not None
         else None
     )
     reranker = load_reranker(
         str(ranker), kind, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length
     )
     sweep = AlphaSweep(reranker.model, TaskVector.from_checkpoints(domain, pretrained), progress=progress)
-    shown = ChainMap(dict(pseudo.documents), dict(corpus)) if pseudo is not None else corpus
+    # views, not copies: the re-ranker only looks documents and queries up
+    docs = cast("dict[str, dict[str, str]]", corpus)
+    shown = (
+        cast("dict[str, dict[str, str]]", ChainMap(pseudo.documents, docs)) if pseudo is not None else docs
+    )
+    texts = cast("dict[str, str]", queries)
     lists: list[Lists] = []
     for alpha in alphas:
         sweep.set_alpha(alpha, layers=layers, mode=mode)
         label = f"α={alpha:g}"
-        target = reranker.rerank(
-            target_candidates, corpus, queries, top_k=top_k, progress=progress, label=label
-        )
+        target = reranker.rerank(target_candidates, docs, texts, top_k=top_k, progress=progress, label=label)
         pseudo_run = None
         if pseudo is not None and pseudo_candidates is not None:
             pseudo_run = reranker.rerank(

@@ -27,6 +27,12 @@ MIN_WORDS = 4
 #: A pseudo-query's id: the prefix, then the source document's id.
 ID_PREFIX = "pseudo:"
 
+#: Why a corpus gives no pseudo-query at all, for the error that says so.
+NO_PSEUDO_QUERY = (
+    f"no document yields a pseudo-query (one needs a title, or one of several sentences, of at "
+    f"least {MIN_WORDS} words, and {MIN_WORDS} words of the document left once it is cut)"
+)
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -123,4 +129,12 @@ def make_pseudo_queries(corpus: Mapping[str, Mapping[str, str]], count: int, see
     return out
 
 
-__all__ = ["ID_PREFIX", "MIN_WORDS", "PseudoQueries", "cut_sentence", "cut_title", "make_pseudo_queries"]
+__all__ = [
+    "ID_PREFIX",
+    "MIN_WORDS",
+    "NO_PSEUDO_QUERY",
+    "PseudoQueries",
+    "cut_sentence",
+    "cut_title",
+    "make_pseudo_queries",
+]

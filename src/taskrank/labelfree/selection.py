@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..errors import DataError
 from ..vocabulary import DEFAULT_LABEL_FREE_STRATEGY
 from .strategies import STRATEGIES, Lists, strategy
 
@@ -140,23 +141,26 @@ def label_free_choice(
 ) -> LabelFreeChoice:
     """Every strategy's signal and choice over ``alphas`` (``lists[i]`` holds α_i's re-ranked
     lists); ``strategy_name`` decides. A strategy whose inputs are missing (no pseudo-queries)
-    gets no signal, and a note says why; it cannot decide."""
+    gets no signal, and a note says why; a :class:`DataError` when it is the one that decides."""
     if len(alphas) != len(lists):
         raise ValueError(f"{len(alphas)} α values but {len(lists)} sets of re-ranked lists")
     strategy(strategy_name)  # a ValueError naming the valid ones
     outcomes: dict[str, StrategyOutcome] = {}
     notes: list[str] = []
     for name, cls in STRATEGIES.items():
-        if cls.needs_pseudo and any(item.pseudo is None for item in lists):
+        if cls.needs_pseudo and any(item.pseudo is None or not item.pseudo_sources for item in lists):
             notes.append(f"{name}: no pseudo-queries were scored")
-            outcomes[name] = StrategyOutcome(name, [None] * len(alphas), None, None, "not computed")
+            outcomes[name] = StrategyOutcome(
+                name, [None] * len(alphas), None, None, "no pseudo-queries were scored"
+            )
             continue
         values = [cls().per_query(item) for item in lists]
         outcome = choose(list(alphas), values, guard)
         outcome.strategy = name
         outcomes[name] = outcome
     if outcomes[strategy_name].alpha is None:
-        raise ValueError(f"label-free strategy {strategy_name!r} could not be computed ({'; '.join(notes)})")
+        why = outcomes[strategy_name].reason
+        raise DataError(f"label-free strategy {strategy_name!r} could not be computed ({why})")
     return LabelFreeChoice(list(alphas), strategy_name, guard, outcomes, pseudo, notes)
 
 

@@ -14,7 +14,8 @@ better"; :mod:`taskrank.labelfree.selection` picks α from them. None reads rele
 ``wig``
     Weighted Information Gain (Zhou and Croft, "Query performance prediction in web search
     environments", SIGIR 2007): the mean of the top :data:`WIG_DEPTH` scores minus the mean score
-    of the candidates, over the square root of the query's length in words.
+    of the candidates, over the square root of the query's length in words. A query with no
+    more than :data:`WIG_DEPTH` candidates has none below the top and is not valued.
 ``entropy``
     Minus the entropy of each query's softmax over its candidates' scores, normalised by
     log(n): the objective AdaMerging (Yang et al., ICLR 2024) minimises over a classifier's
@@ -110,7 +111,7 @@ class WIG(Strategy):
     def per_query(self, lists: Lists) -> dict[str, float]:
         out: dict[str, float] = {}
         for qid, scores in lists.target.items():
-            if not scores:
+            if len(scores) <= WIG_DEPTH:  # the top is every candidate: 0 at every α, no signal
                 continue
             ranked = _sorted_scores(scores)
             length = max(len(lists.queries.get(qid, "").split()), 1)
