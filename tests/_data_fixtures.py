@@ -34,3 +34,18 @@ def make_beir(
         lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{r}" for q, d, r in rows]
         (root / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+def write_phrase_corpus(path: Path, words: tuple[str, ...], docs: int = 48) -> Path:
+    """A BEIR corpus.jsonl of ``docs`` documents over ``words``, each about three of them in a
+    repeated phrase pattern (the adapt tests' corpus: crops of one document share its words)."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(docs):
+            topic = rng.sample(words, 3)
+            text = " ".join(f"the {w} of the {topic[0]}" for w in rng.choices(topic, k=5))
+            handle.write(json.dumps({"_id": f"d{i}", "title": topic[1], "text": text}) + "\n")
+    return path

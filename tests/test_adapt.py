@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from _data_fixtures import write_phrase_corpus
 from taskrank.adapt import adapt, latest_checkpoint, work_dir
 from taskrank.errors import CheckpointError, ConfigError, DataError, ModelError, TaskrankError
 from taskrank.tiny import build_tiny
@@ -27,14 +28,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory, tiny_words: tuple[str, ...]) -> Path:
     """A BEIR corpus.jsonl of 48 documents of the tiny vocabulary, with a repeated phrase pattern."""
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("adapt_corpus") / "corpus.jsonl"
-    with path.open("w", encoding="utf-8") as handle:
-        for i in range(48):
-            topic = rng.sample(tiny_words, 3)
-            text = " ".join(f"the {w} of the {topic[0]}" for w in rng.choices(topic, k=5))
-            handle.write(json.dumps({"_id": f"d{i}", "title": topic[1], "text": text}) + "\n")
-    return path
+    return write_phrase_corpus(tmp_path_factory.mktemp("adapt_corpus") / "corpus.jsonl", tiny_words)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ folder (loss, seeds, resume, merge-ready output, the choice of objective, the co
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModel, DistilBertConfig, T5Config
 
 from _cli import run_cli
+from _data_fixtures import write_phrase_corpus
 from _rerank_fixtures import sentence_transformers_folder
 from taskrank.adapt import AUTO_RETRIEVAL_OBJECTIVE, adapt, choose_objective, latest_checkpoint, work_dir
 from taskrank.adapt.checkpointing import RESUME_KEYS
@@ -44,14 +44,7 @@ def _layout(path: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory, tiny_words: tuple[str, ...]) -> Path:
     """48 documents, each about three words of the tiny vocabulary: crops of one document share them."""
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("retrieval_corpus") / "corpus.jsonl"
-    with path.open("w", encoding="utf-8") as handle:
-        for i in range(48):
-            topic = rng.sample(tiny_words, 3)
-            text = " ".join(f"the {w} of the {topic[0]}" for w in rng.choices(topic, k=5))
-            handle.write(json.dumps({"_id": f"d{i}", "title": topic[1], "text": text}) + "\n")
-    return path
+    return write_phrase_corpus(tmp_path_factory.mktemp("retrieval_corpus") / "corpus.jsonl", tiny_words)
 
 
 @pytest.fixture(scope="module")
