@@ -203,7 +203,7 @@ def label_free_config(data: Path, trio, out: Path, **sweep):
             "type": "sweep",
             "alphas": [0.0, 0.5, 1.0],
             "select_on": "label-free",
-            "label_free": {"pseudo_queries": 12, "seed": 1, **sweep},
+            "label_free": {"strategy": "pseudo-queries", "pseudo_queries": 12, "seed": 1, **sweep},
         },
     ]
     return parse_config(base)
@@ -261,16 +261,23 @@ def test_pseudo_queries_need_bm25_and_the_deciding_strategy_its_inputs(titled, t
     base = config_dict(titled, t5_trio, tmp_path / "out")
     base["dataset"] = {"path": str(titled), "split": "test"}
     base["systems"] = [
-        {"name": "s", "type": "sweep", "select_on": "label-free", "label_free": {"pseudo_queries": 0}}
+        {
+            "name": "s",
+            "type": "sweep",
+            "select_on": "label-free",
+            "label_free": {"strategy": "pseudo-queries", "pseudo_queries": 0},
+        }
     ]
     assert "chooses α by pseudo-queries, but label_free.pseudo_queries is 0" in config_error(base)
     base["first_stage"] = {"kind": "run", "run": "x.trec", "k": 10}
     base["systems"][0]["label_free"] = {"strategy": "nqc"}
     assert "label_free.pseudo_queries needs a BM25 first stage" in config_error(base)
-    del base["systems"][0]["label_free"]  # the defaults: pseudo-queries decide, so both must change
+    base["systems"][0]["label_free"] = {"strategy": "pseudo-queries"}  # so both must change
     assert "set label_free.pseudo_queries: 0 and label_free.strategy to nqc, wig or entropy" in (
         config_error(base)
     )
+    del base["systems"][0]["label_free"]  # the defaults: wig decides, the pseudo-queries go
+    assert config_error(base).endswith("set label_free.pseudo_queries: 0")
 
 
 def test_a_corpus_without_pseudo_queries_is_one_error_naming_the_dataset(tmp_path, tiny_words, t5_trio):
@@ -317,15 +324,26 @@ def test_select_alpha_refuses_what_cannot_decide_before_loading_anything(
     corpus, queries = read_target(plain)
     nowhere = [str(tmp_path / "no-such-model")] * 3  # never loaded: the errors come first
     with pytest.raises(ConfigError, match="pseudo-queries strategy needs pseudo-queries"):
-        select_alpha(*nowhere, corpus, queries, kind="monot5", pseudo_queries=0)
+        select_alpha(*nowhere, corpus, queries, kind="monot5", strategy="pseudo-queries", pseudo_queries=0)
     with pytest.raises(ConfigError, match="unknown label-free strategy 'oracle'"):
         select_alpha(*nowhere, corpus, queries, kind="monot5", strategy="oracle")
     with pytest.raises(DataError, match="the corpus: no document yields a pseudo-query"):
-        select_alpha(*nowhere, corpus, queries, kind="monot5")
+        select_alpha(*nowhere, corpus, queries, kind="monot5", strategy="pseudo-queries")
     trio = [
         f"--{role}={path}" for role, path in zip(("ranker", "domain", "pretrained"), nowhere, strict=True)
     ]
-    code, _, err = run_cli(monkeypatch, capsys, "select-alpha", *trio, "--kind", "monot5", "--data", plain)
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "select-alpha",
+        *trio,
+        "--kind",
+        "monot5",
+        "--data",
+        plain,
+        "--strategy",
+        "pseudo-queries",
+    )
     assert code == 2 and f"--data {plain}: the corpus: no document yields a pseudo-query" in err
     assert "Traceback" not in err
 
@@ -373,9 +391,10 @@ def test_select_alpha_command_prints_every_signal_and_writes_the_choice(
     record = json.loads((tmp_path / "c.json").read_text())
     assert out.strip() == f"{record['alpha']:g}" and record["alphas"] == [0.0, 1.0]
     assert set(record["strategies"]) == set(LABEL_FREE_STRATEGIES)
-    code, out, err = run_cli(monkeypatch, capsys, "select-alpha", *common, "--strategy", "wig")
+    code, out, err = run_cli(monkeypatch, capsys, "select-alpha", *common, "--strategy", "entropy")
     assert code == 0, err
-    assert "→ α =" in out and "(decides)" in out.splitlines()[2]  # wig is the third strategy
+    assert "→ α =" in out and "(decides)" in out.splitlines()[3]  # entropy is the fourth strategy
+    assert record["strategy"] == "wig"  # the default: the lowest regret in benchmarks/label-free.md
     code, out, err = run_cli(monkeypatch, capsys, "select-alpha", *common[:-2], "--alphas", "0,x")
     assert code == 2 and "--alphas: 'x' is not a number" in err
     code, out, err = run_cli(monkeypatch, capsys, "select-alpha", *common, "--out", tmp_path / "c.json")

@@ -86,7 +86,7 @@ LabelFreeStrategy = Literal["pseudo-queries", "nqc", "wig", "entropy"]
 LABEL_FREE_STRATEGIES: tuple[str, ...] = get_args(LabelFreeStrategy)
 #: The strategy that chooses when none is named: the one with the lowest regret measured in
 #: benchmarks/label-free.md.
-DEFAULT_LABEL_FREE_STRATEGY: LabelFreeStrategy = "pseudo-queries"
+DEFAULT_LABEL_FREE_STRATEGY: LabelFreeStrategy = "wig"
 
 #: The names of the paired significance tests and of the corrections, as types (for the config);
 #: SIGNIFICANCE_TESTS and CORRECTIONS below describe the same names.
