@@ -1,6 +1,6 @@
 """The offline demo: ``taskrank demo`` (the README's first command).
 
-Everything runs locally, on a CPU, in about 30 seconds (benchmarks/demo.md):
+Everything runs locally, on a CPU, in under 40 seconds (benchmarks/demo.md):
 
 1. the bundled dataset (``taskrank/demo_data``: news and everyday-web documents plus a marine-
    biology target domain, BEIR format, text written for the project);
@@ -53,7 +53,7 @@ GENERAL_PREFIX = "gen-"
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo; the defaults run in about 30 seconds on two CPU cores."""
+    """Sizes of the demo; the defaults run in under 40 seconds on two CPU cores."""
 
     hidden: int = 64
     layers: int = 2
