@@ -152,6 +152,9 @@ def main() -> None:
     parser.add_argument("--pseudo-queries", type=int, default=100)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument(
+        "--tag", default="", help="suffix of the domain and results folders (the cache is shared)"
+    )
     args = parser.parse_args()
     args.alphas = [float(a) for a in args.alphas.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
@@ -162,7 +165,7 @@ def main() -> None:
     times: dict[str, float] = {}
     dev_regret: dict[str, list[float]] = {name: [] for name in LABEL_FREE_STRATEGIES}
     for objective in args.objectives.split(","):
-        domain = args.work / f"domain-{objective}"
+        domain = args.work / f"domain-{objective}{args.tag}"
         timed(
             f"adapt {objective} ({args.steps} steps)", times, adapt, minilm(), args.data / "corpus.jsonl", domain,
             objective=objective, steps=args.steps, lr=LEARNING_RATES[objective], batch_size=args.batch_size,
@@ -177,11 +180,11 @@ def main() -> None:
             domain,
             "rest",
             True,
-            args.work / f"rest-{objective}",
+            args.work / f"rest-{objective}{args.tag}",
         )
         dev = timed(
             f"sweep {objective}: dev as the target", times, experiment, args, domain, "dev", False,
-            args.work / f"dev-{objective}",
+            args.work / f"dev-{objective}{args.tag}",
         )  # fmt: skip
         print_sweep(objective, rest)
         for name, per_variant in print_choices(

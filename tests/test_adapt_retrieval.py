@@ -171,6 +171,30 @@ def test_resume_refuses_another_objective(tmp_path: Path, bi_encoder: Path, corp
         )
     with pytest.raises(ConfigError, match="objective was 'contrastive', now 'tsdae'"):
         adapt(bi_encoder, corpus, out, steps=3, save_every=1, objective="tsdae", resume=True, **FAST)
+    for key, value in [("crop_min", 0.2), ("crop_max", 0.4), ("temperature", 0.1), ("deletion_ratio", 0.5)]:
+        with pytest.raises(ConfigError, match=rf"{key} was [0-9.]+, now {value}"):
+            adapt(bi_encoder, corpus, out, steps=3, save_every=1, resume=True, **{key: value}, **FAST)
+    resumed = adapt(bi_encoder, corpus, out, steps=3, save_every=1, resume=True, **FAST)  # auto: contrastive
+    assert resumed.resumed_from == 1 and resumed.objective == "contrastive"
+
+
+def test_a_failing_export_leaves_no_output(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bi_encoder: Path, corpus: Path
+) -> None:
+    """The bi-encoder is written into the output's temporary folder: an error half-way (here
+    after the weights are written) leaves no OUT and no temporary folder behind."""
+    from taskrank.adapt import trainer
+
+    real = trainer.export_bi_encoder
+
+    def export_then_fail(model, source: Path, folder: Path) -> None:
+        real(model, source, folder)
+        raise ModelError("disk full")
+
+    monkeypatch.setattr(trainer, "export_bi_encoder", export_then_fail)
+    with pytest.raises(ModelError, match="disk full"):
+        adapt(bi_encoder, corpus, tmp_path / "out", steps=2, objective="contrastive", **FAST)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("objective", RETRIEVAL)
@@ -210,7 +234,20 @@ def test_auto_picks_contrastive_for_a_sentence_transformers_folder_and_mlm_other
     assert (st.objective, st.requested) == (AUTO_RETRIEVAL_OBJECTIVE, "auto") == ("contrastive", "auto")
     assert "sentence-transformers folder (modules.json)" in st.reason
     plain = choose_objective("auto", config, bert_trio["pretrained"], "plain")
-    assert plain.objective == "mlm" and "not a sentence-transformers folder" in plain.reason
+    assert plain.objective == "mlm" and "not a sentence-transformers bi-encoder folder" in plain.reason
+    # sentence-transformers saves a CrossEncoder (and a SparseEncoder) with modules.json too: its
+    # model_type says it is no bi-encoder, so auto keeps masked LM for it
+    for kind, objective in [
+        ("CrossEncoder", "mlm"),
+        ("SparseEncoder", "mlm"),
+        ("SentenceTransformer", "contrastive"),
+    ]:
+        folder = tmp_path / kind
+        shutil.copytree(bi_encoder, folder)
+        (folder / "config_sentence_transformers.json").write_text(json.dumps({"model_type": kind}))
+        chosen = choose_objective("auto", config, folder, kind)
+        assert chosen.objective == objective, (kind, chosen)
+        assert objective == "contrastive" or f"a sentence-transformers {kind} folder" in chosen.reason
     # a plain encoder may still be asked for a retrieval objective (sentence-transformers' mean pooling)
     asked = choose_objective("tsdae", config, bert_trio["pretrained"], "plain")
     assert asked.objective == "tsdae" and "mean pooling" in asked.reason
@@ -243,8 +280,16 @@ def test_an_objective_that_does_not_fit_the_architecture_is_named(
     assert not (tmp_path / "out").exists() and not work_dir(tmp_path / "out").exists()
 
 
-def test_which_architectures_the_retrieval_objectives_fit() -> None:
+def test_which_architectures_the_retrieval_objectives_fit(tmp_path: Path) -> None:
     bert = AutoConfig.for_model("bert")
+    # an architecture no objective trains: the error still names the objective asked for
+    with pytest.raises(ModelError, match=r"objective mlm does not fit bart: .*BartForConditionalGeneration"):
+        choose_objective(
+            "mlm",
+            AutoConfig.for_model("bart", architectures=["BartForConditionalGeneration"]),
+            tmp_path,
+            "bart",
+        )
     assert retrieval_misfit("contrastive", bert) is None and retrieval_misfit("tsdae", bert) is None
     # DistilBERT is an encoder, but transformers has no causal LM of it to be TSDAE's decoder
     assert retrieval_misfit("contrastive", DistilBertConfig()) is None

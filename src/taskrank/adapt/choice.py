@@ -1,7 +1,9 @@
 """Which objective an ``adapt`` run trains with: ``auto``, or an explicit one checked against the checkpoint.
 
-``auto`` gives a sentence-transformers folder (a bi-encoder: ``modules.json`` or
-``sentence_bert_config.json`` beside its ``config.json``) the retrieval objective
+``auto`` gives a sentence-transformers bi-encoder folder (``modules.json`` or
+``sentence_bert_config.json`` beside its ``config.json``, and no other ``model_type`` in its
+``config_sentence_transformers.json``: sentence-transformers saves its CrossEncoder and
+SparseEncoder folders with the same files) the retrieval objective
 :data:`AUTO_RETRIEVAL_OBJECTIVE`, because masked-LM training with a fresh head drifts the encoder
 away from the embedding space the ranker relies on; any other checkpoint gets the objective its
 architecture calls for (:func:`~taskrank.adapt.objectives.detect_objective`). A hub id is decided
@@ -12,6 +14,7 @@ architecture is a :class:`~taskrank.errors.ModelError` naming both.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +32,8 @@ RETRIEVAL_OBJECTIVES = ("contrastive", "tsdae")
 AUTO_RETRIEVAL_OBJECTIVE = "contrastive"
 #: Files that mark a folder as a sentence-transformers model, in the order they are looked for.
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json")
+#: The ``model_type`` of a bi-encoder in ``config_sentence_transformers.json`` (older folders record none).
+BI_ENCODER_MODEL_TYPE = "SentenceTransformer"
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,31 @@ class ObjectiveChoice:
     reason: str
 
 
+def sentence_transformers_model_type(folder: Path) -> str | None:
+    """The ``model_type`` recorded in ``folder``'s ``config_sentence_transformers.json``
+    (``SentenceTransformer``, ``CrossEncoder``, ``SparseEncoder``, ...), or ``None`` when none is
+    (older bi-encoder folders, plain checkpoints)."""
+    try:
+        config = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 def sentence_transformers_marker(folder: Path) -> str | None:
-    """The file that makes ``folder`` a sentence-transformers model, or ``None`` for a plain checkpoint."""
+    """The file that makes ``folder`` a sentence-transformers bi-encoder, or ``None`` for a plain
+    checkpoint or a sentence-transformers folder of another model type (a CrossEncoder)."""
+    if sentence_transformers_model_type(folder) not in (None, BI_ENCODER_MODEL_TYPE):
+        return None
     return next((name for name in SENTENCE_TRANSFORMERS_FILES if (folder / name).is_file()), None)
+
+
+def _not_a_bi_encoder(folder: Path) -> str:
+    """``not a sentence-transformers bi-encoder folder`` (naming the folder's model type when it has one)."""
+    kind = sentence_transformers_model_type(folder)
+    other = f" (a sentence-transformers {kind} folder)" if kind not in (None, BI_ENCODER_MODEL_TYPE) else ""
+    return f"not a sentence-transformers bi-encoder folder{other}"
 
 
 def retrieval_misfit(objective: str, config: PretrainedConfig) -> str | None:
@@ -86,14 +113,17 @@ def choose_objective(requested: str, config: PretrainedConfig, folder: Path, nam
         raise ConfigError(f"unknown objective {requested!r}; valid: {', '.join(OBJECTIVE_NAMES)}")
     marker = sentence_transformers_marker(folder)
     if requested == "auto":
-        return _automatic(config, marker, name)
+        return _automatic(config, folder, marker, name)
     if requested in RETRIEVAL_OBJECTIVES:
         problem = retrieval_misfit(requested, config)
         if problem is not None:
             raise ModelError(f"objective {requested} does not fit {name}: {problem}")
-        plain = "" if marker else "; not a sentence-transformers folder, so trained with mean pooling"
+        plain = "" if marker else f"; {_not_a_bi_encoder(folder)}, so trained with mean pooling"
         return ObjectiveChoice(requested, requested, f"asked for{plain}")
-    detected = detect_objective(config)
+    try:
+        detected = detect_objective(config)
+    except ModelError as exc:  # an architecture no objective trains (BART, ...)
+        raise ModelError(f"objective {requested} does not fit {name}: {exc}") from exc
     if requested != detected:
         also = (
             f" or {' / '.join(RETRIEVAL_OBJECTIVES)}"
@@ -107,7 +137,7 @@ def choose_objective(requested: str, config: PretrainedConfig, folder: Path, nam
     return ObjectiveChoice(requested, requested, "asked for")
 
 
-def _automatic(config: PretrainedConfig, marker: str | None, name: str) -> ObjectiveChoice:
+def _automatic(config: PretrainedConfig, folder: Path, marker: str | None, name: str) -> ObjectiveChoice:
     """What ``auto`` chooses, and why in words."""
     what = describe_architecture(config)
     if marker is not None:
@@ -129,17 +159,18 @@ def _automatic(config: PretrainedConfig, marker: str | None, name: str) -> Objec
     return ObjectiveChoice(
         detected,
         "auto",
-        f"chosen automatically: {name} is not a sentence-transformers folder, and its {what} calls for "
-        f"{detected}",
+        f"chosen automatically: {name} is {_not_a_bi_encoder(folder)}, and its {what} calls for {detected}",
     )
 
 
 __all__ = [
     "AUTO_RETRIEVAL_OBJECTIVE",
+    "BI_ENCODER_MODEL_TYPE",
     "RETRIEVAL_OBJECTIVES",
     "SENTENCE_TRANSFORMERS_FILES",
     "ObjectiveChoice",
     "choose_objective",
     "retrieval_misfit",
     "sentence_transformers_marker",
+    "sentence_transformers_model_type",
 ]

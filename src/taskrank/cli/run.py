@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """The offline demo: tiny models built here, a bundled dataset, the whole experiment
-        (about 30 s on 2 CPU cores, the first run included; 4 s again from its cache)."""
+        (about 37 s on 2 CPU cores, the first run included; 5.5 s again from its cache)."""
         from ..atomic import check_output
 
         check_output(out, overwrite, folder=True, existing_ok=True)
