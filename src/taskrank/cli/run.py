@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
 
 THREADS_HELP = (
     "CPU threads torch scores with (default: scoring.threads of the config, else $OMP_NUM_THREADS "
@@ -19,6 +23,26 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def with_execution(experiment: ExperimentConfig, engine: str | None, address: str | None) -> ExperimentConfig:
+    """``experiment`` with ``--engine`` and ``--address`` in its execution section (checked by the schema)."""
+    from pydantic import ValidationError
+
+    from ..config import ExecutionConfig
+    from ..errors import ConfigError
+
+    values = experiment.execution.model_dump()
+    if engine is not None:
+        values["engine"] = engine
+    if address is not None:
+        values["address"] = address
+        values["engine"] = engine or "ray"
+    try:
+        execution = ExecutionConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"--engine {engine!r}: valid engines are local and ray") from exc
+    return experiment.model_copy(update={"execution": execution})
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_command(
@@ -31,6 +55,12 @@ def register(app: typer.Typer) -> None:
         ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
         threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+        engine: str | None = typer.Option(
+            None, "--engine", help="local | ray: where the re-ranking steps run (default: the config's)"
+        ),
+        address: str | None = typer.Option(
+            None, "--address", help="Ray cluster to join with --engine ray ('auto', 'ray://host:10001')"
+        ),
     ) -> None:
         """Run a whole experiment: BM25, re-ranking, task-arithmetic merges, fusion, significance, report."""
         from ..config import load_config
@@ -44,6 +74,8 @@ def register(app: typer.Typer) -> None:
         if threads is not None:  # a machine setting: not part of the experiment's fingerprint
             scoring = experiment.scoring.model_copy(update={"threads": threads})
             experiment = experiment.model_copy(update={"scoring": scoring})
+        if engine is not None or address is not None:  # machine settings: not in the fingerprint
+            experiment = with_execution(experiment, engine, address)
         result = run_experiment(experiment, overwrite=overwrite, progress=progress)
         typer.echo(result.table)
         typer.echo(f"\nreport: {result.report}")

@@ -28,6 +28,7 @@ from .loading import dump_config, load_config, parse_config
 from .sections import (
     DatasetConfig,
     DevConfig,
+    ExecutionConfig,
     FirstStageConfig,
     FusionConfig,
     ModelsConfig,
@@ -66,6 +67,7 @@ __all__ = [
     "DatasetConfig",
     "DevConfig",
     "DomainSystem",
+    "ExecutionConfig",
     "ExperimentConfig",
     "FirstStageConfig",
     "FirstStageSystem",

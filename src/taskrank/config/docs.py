@@ -17,6 +17,7 @@ from .experiment import ExperimentConfig
 from .sections import (
     DatasetConfig,
     DevConfig,
+    ExecutionConfig,
     FirstStageConfig,
     FusionConfig,
     ModelsConfig,
@@ -36,6 +37,7 @@ SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     FusionConfig,
     SignificanceConfig,
     ReportConfig,
+    ExecutionConfig,
     *SYSTEM_CLASSES,
     LabelFreeSettings,
 )

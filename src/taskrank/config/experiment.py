@@ -13,6 +13,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from ..errors import ConfigError
 from .sections import (
     DatasetConfig,
+    ExecutionConfig,
     FirstStageConfig,
     FusionConfig,
     ModelsConfig,
@@ -92,6 +93,7 @@ class ExperimentConfig(StrictModel):
     )
     significance: SignificanceConfig = Field(default_factory=SignificanceConfig)  # type: ignore[arg-type]
     report: ReportConfig = Field(default_factory=ReportConfig)  # type: ignore[arg-type]
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)  # type: ignore[arg-type]
 
     @field_validator("metrics")
     @classmethod
@@ -227,7 +229,7 @@ class ExperimentConfig(StrictModel):
         Two configs with the same fingerprint produce the same results, so a results folder
         may be resumed by either; a different fingerprint is a different experiment.
         """
-        data = self.model_dump(mode="json", exclude={"output", "cache_dir", "description"})
+        data = self.model_dump(mode="json", exclude={"output", "cache_dir", "description", "execution"})
         data["scoring"].pop("batch_size", None)
         data["scoring"].pop("device", None)
         data["scoring"].pop("threads", None)

@@ -196,3 +196,18 @@ class ReportConfig(StrictModel):
     @classmethod
     def _metric(cls, value: str) -> str:
         return check_metric(value)
+
+
+class ExecutionConfig(StrictModel):
+    """Where the re-ranking steps run: this process, or the workers of a Ray cluster (each loads
+    the models once and moves between α values in place). Results are the same either way."""
+
+    engine: Literal["local", "ray"] = Field("local", description="local (this process) or ray")
+    address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://host:10001'); none: start a local one"
+    )
+    workers: int | None = Field(
+        None, ge=1, description="Ray workers (default: as many as the cluster's CPUs or GPUs allow)"
+    )
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each Ray worker takes (0: CPU workers)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each Ray worker takes")

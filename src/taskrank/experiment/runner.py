@@ -194,6 +194,7 @@ class Experiment:
         start_folder(self.config)
         log.info("experiment %s: %s output %s", self.config.name, status, self.out)
         try:
+            self.steps.start_engine()
             results = self._compute()
         finally:
             self.steps.close()
@@ -223,6 +224,7 @@ class Experiment:
             "seed": self.config.seed,
             # torch's intra-op threads while scoring (scoring.threads, else the cores this process may use)
             "threads": self.steps.threads,
+            "engine": self.config.execution.engine,
         }
 
     def _compute(self) -> ResultsJson:

@@ -29,6 +29,8 @@ from .preflight import Checkpoints, Data, Split
 if TYPE_CHECKING:
     import torch
 
+    from .distributed import RayEngine
+
 log = logging.getLogger(__name__)
 
 Run = dict[str, dict[str, float]]
@@ -88,6 +90,7 @@ class Steps:
         self.threads = threads  # torch's intra-op threads while scoring
         self.progress = progress
         self.pool: ModelPool | None = None
+        self.engine: RayEngine | None = None  # the re-ranking steps on Ray (execution.engine: ray)
         self.pairs_scored = 0
         self.system_name: str | None = None  # the system being computed, named on the progress bars
         self._fs: dict[tuple[str, str], Run] = {}  # by (role, query digest)
@@ -266,6 +269,11 @@ class Steps:
         run = self.cache.get("rerank", key)
         if run is not None:
             return run
+        if self.engine is not None:
+            top = self.config.scoring.top_k
+            label = self._bar_label(state, split)
+            run = self.engine.rerank(state, candidates, self.corpus_of(split), split.queries, top, label)
+            return self._scored(run, key, inputs)
         if self.pool is None:
             self.pool = ModelPool(self.config, self.ckpts, self.scoring, self.device, self.progress)
         with torch_threads(self.threads):
@@ -279,9 +287,21 @@ class Steps:
                 progress=self.progress,
                 label=self._bar_label(state, split),
             )
+        return self._scored(run, key, inputs)
+
+    def _scored(self, run: Run, key: str, inputs: Inputs) -> Run:
         self.pairs_scored += sum(len(docs) for docs in run.values())
         self.cache.put("rerank", key, run, inputs)
         return run
+
+    def start_engine(self) -> None:
+        """Connect to the Ray cluster and start its workers (``execution.engine: ray``), before
+        any step runs: a bad address or resource request fails here."""
+        if self.config.execution.engine != "ray" or self.resolved_scoring is None or self.engine is not None:
+            return
+        from .distributed import RayEngine
+
+        self.engine = RayEngine(self.config, self.ckpts, self.scoring, self.threads, self.progress)
 
     def _bar_label(self, state: ModelState, split: Split) -> str:
         # the bar says what it scores: many passes of one model follow each other in a run
@@ -376,9 +396,12 @@ class Steps:
             pool.close()
 
     def close(self) -> None:
-        """Free the loaded models."""
+        """Free the loaded models (and the Ray workers)."""
         if self.pool is not None:
             self.pool.close()
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
 
 
 __all__ = ["FusionWeights", "PlannedStep", "Run", "Steps"]

@@ -1,0 +1,122 @@
+"""The Ray engine (``execution.engine: ray``) on a local 2-CPU cluster that the tests start
+themselves (no dashboard, nothing pre-started): the same runs and metrics as the local engine,
+a killed worker retried, a restart reusing the cache, and each bad input's error."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _experiment_fixtures import config_dict, write_tiny_beir
+
+from taskrank.config import parse_config
+from taskrank.errors import ConfigError
+from taskrank.experiment import run_experiment
+from taskrank.experiment.distributed import check_versions
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tiny_words) -> Path:
+    return write_tiny_beir(tmp_path_factory.mktemp("ray") / "data", tiny_words)
+
+
+def config(data: Path, trio, out: Path, **execution):
+    base = config_dict(data, trio, out)
+    base["systems"] = [
+        {"name": "BM25", "type": "first-stage"},
+        {"name": "ranker", "type": "ranker"},
+        {"name": "sweep", "type": "sweep", "alphas": [0.0, 0.5, 1.0]},
+    ]
+    base["execution"] = execution
+    return parse_config(base)
+
+
+def outputs(result) -> dict[str, str]:
+    """Every run file and the metrics of a results folder."""
+    out = result.output
+    files = {str(p.relative_to(out)): p.read_text() for p in sorted((out / "runs").rglob("*.trec"))}
+    results = json.loads((out / "results.json").read_text())
+    files["metrics"] = json.dumps([results["systems"], results["sweeps"]], sort_keys=True)
+    return files
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory, data, t5_trio):
+    return run_experiment(config(data, t5_trio, tmp_path_factory.mktemp("local") / "out"), progress=False)
+
+
+def test_ray_gives_the_local_runs_and_metrics(cluster, tmp_path, data, t5_trio, local):
+    result = run_experiment(config(data, t5_trio, tmp_path / "out", engine="ray", workers=2), progress=False)
+    assert outputs(result) == outputs(local)
+    assert result.stats["pairs_scored"] == local.stats["pairs_scored"] > 0
+    env = json.loads((result.output / "environment.json").read_text())
+    assert env["engine"] == "ray"
+
+
+def test_a_killed_worker_is_retried_and_nothing_changes(cluster, tmp_path, data, t5_trio, local, monkeypatch):
+    from taskrank.experiment import distributed
+
+    real = distributed.RayEngine.rerank
+    killed = []
+
+    def kill_once(self, *args, **kwargs):
+        if not killed:  # the first worker dies while the first step is on its way
+            killed.append(self.actors[0])
+            ray.kill(self.actors[0], no_restart=False)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(distributed.RayEngine, "rerank", kill_once)
+    result = run_experiment(config(data, t5_trio, tmp_path / "out", engine="ray", workers=2), progress=False)
+    assert killed and outputs(result) == outputs(local)
+
+
+def test_a_rerun_on_ray_reuses_the_local_cache(cluster, tmp_path, data, t5_trio, local):
+    cached = config(data, t5_trio, tmp_path / "out", engine="ray", workers=1)
+    cached = cached.model_copy(update={"cache_dir": str(local.output / "cache")})
+    result = run_experiment(cached, progress=False)
+    assert result.stats["pairs_scored"] == 0 and outputs(result) == outputs(local)
+
+
+def test_without_ray_installed_the_error_names_the_extra(tmp_path, data, t5_trio, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"pip install 'taskrank\[ray\]'"):
+        run_experiment(config(data, t5_trio, tmp_path / "out", engine="ray"), progress=False)
+
+
+def test_an_unreachable_address_is_named_within_30_seconds(tmp_path, data, t5_trio):
+    if ray.is_initialized():
+        ray.shutdown()
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="execution.address 'ray://127.0.0.1:9'"):
+        run_experiment(
+            config(data, t5_trio, tmp_path / "out", engine="ray", address="ray://127.0.0.1:9"),
+            progress=False,
+        )
+    assert time.monotonic() - start < 30
+
+
+def test_more_gpus_per_worker_than_any_node_has_is_refused_before_any_work(cluster, tmp_path, data, t5_trio):
+    with pytest.raises(ConfigError, match="gpus_per_worker 1 is more than any node of the Ray cluster has"):
+        run_experiment(
+            config(data, t5_trio, tmp_path / "out", engine="ray", gpus_per_worker=1), progress=False
+        )
+    assert not list((tmp_path / "out").rglob("*.trec"))
+
+
+def test_workers_with_other_versions_are_refused_naming_both():
+    driver = {"taskrank": "0.1.0", "torch": "2.13.0", "host": "a"}
+    check_versions(driver, [dict(driver, host="b")])
+    with pytest.raises(ConfigError, match="runs torch 2.12.0, the driver torch 2.13.0"):
+        check_versions(driver, [dict(driver, host="b", torch="2.12.0")])
