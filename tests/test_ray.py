@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _experiment_fixtures import config_dict, write_tiny_beir
 
+from _experiment_fixtures import config_dict, write_tiny_beir
 from taskrank.config import parse_config
 from taskrank.errors import ConfigError
 from taskrank.experiment import run_experiment
@@ -120,3 +120,32 @@ def test_workers_with_other_versions_are_refused_naming_both():
     check_versions(driver, [dict(driver, host="b")])
     with pytest.raises(ConfigError, match="runs torch 2.12.0, the driver torch 2.13.0"):
         check_versions(driver, [dict(driver, host="b", torch="2.12.0")])
+
+
+def test_a_restart_after_the_driver_is_killed_reuses_the_cache(
+    cluster, tmp_path, data, t5_trio, local, monkeypatch
+):
+    from taskrank.experiment import distributed
+
+    real, steps_done = distributed.RayEngine.rerank, []
+
+    def killed_after_two(self, *args, **kwargs):
+        if len(steps_done) == 2:
+            raise KeyboardInterrupt  # the driver stops: two steps are in the cache
+        steps_done.append((args[0], args[-1]))  # (model state, bar label naming the split)
+        return real(self, *args, **kwargs)
+
+    ray_config = config(data, t5_trio, tmp_path / "out", engine="ray", workers=2)
+    monkeypatch.setattr(distributed.RayEngine, "rerank", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(ray_config, progress=False)
+    monkeypatch.undo()
+    scored = []
+    monkeypatch.setattr(
+        distributed.RayEngine,
+        "rerank",
+        lambda self, *a, **k: scored.append((a[0], a[-1])) or real(self, *a, **k),
+    )
+    result = run_experiment(ray_config, progress=False)
+    assert result.stats["status"] == "resume" and outputs(result) == outputs(local)
+    assert not set(scored) & set(steps_done) and len(scored) > 0  # only the missing steps ran

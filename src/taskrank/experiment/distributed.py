@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Run = dict[str, dict[str, float]]
-#: How many shards per worker a step is cut into: more than one, so a slow shard does not idle the rest.
-SHARDS_PER_WORKER = 2
+#: How many shards per worker a step is cut into. One: a bi-encoder encodes each document once per
+#: shard, so more shards encode the documents that queries share more often (with 2 shards per
+#: worker, 1 Ray worker took 1.31x the local wall time; benchmarks/scale.md).
+SHARDS_PER_WORKER = 1
 #: Restarts of a dead worker, and retries of the shards it held, before the step fails.
 RETRIES = 3
 #: Seconds to wait for a cluster at a given address.
