@@ -149,3 +149,14 @@ def test_a_restart_after_the_driver_is_killed_reuses_the_cache(
     result = run_experiment(ray_config, progress=False)
     assert result.stats["status"] == "resume" and outputs(result) == outputs(local)
     assert not set(scored) & set(steps_done) and len(scored) > 0  # only the missing steps ran
+
+
+def test_workers_scoring_on_another_device_than_the_keys_name_are_refused(
+    cluster, tmp_path, data, t5_trio, monkeypatch
+):
+    from taskrank.experiment import distributed
+
+    real = distributed.Worker.versions
+    monkeypatch.setattr(distributed.Worker, "versions", lambda self: {**real(self), "device": "cuda:0"})
+    with pytest.raises(ConfigError, match="resolves to cpu here but to cuda:0 on the Ray worker"):
+        run_experiment(config(data, t5_trio, tmp_path / "out", engine="ray", workers=1), progress=False)

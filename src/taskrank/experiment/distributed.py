@@ -115,8 +115,10 @@ class RayEngine:
         scoring: Scoring,
         threads: int,
         progress: bool,
+        device_type: str = "cpu",
     ) -> None:
         self.config = config
+        self.device_type = device_type  # the device the step cache's keys name
         self.execution: ExecutionConfig = config.execution
         self.progress = progress
         self.ray = _ray()
@@ -175,6 +177,13 @@ class RayEngine:
         reports = self.ray.get([actor.versions.remote() for actor in self.actors])
         driver = {"taskrank": __version__, "torch": torch.__version__, "host": platform.node()}
         check_versions(driver, reports)
+        for report in reports:  # the cache's keys name the device: the workers must score on it
+            if report["device"].split(":")[0] != self.device_type:
+                raise ConfigError(
+                    f"scoring.device resolves to {self.device_type} here but to {report['device']} on the "
+                    f"Ray worker on {report['host']}: set scoring.device (and execution.gpus_per_worker) "
+                    "so that both agree"
+                )
         where = ", ".join(f"{r['host']} {r['device']}" for r in reports)
         announce(f"Ray: {len(self.actors)} worker(s): {where}", self.progress)
 

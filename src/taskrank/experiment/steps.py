@@ -301,7 +301,8 @@ class Steps:
             return
         from .distributed import RayEngine
 
-        self.engine = RayEngine(self.config, self.ckpts, self.scoring, self.threads, self.progress)
+        device = self.device.type if self.device is not None else "cpu"
+        self.engine = RayEngine(self.config, self.ckpts, self.scoring, self.threads, self.progress, device)
 
     def _bar_label(self, state: ModelState, split: Split) -> str:
         # the bar says what it scores: many passes of one model follow each other in a run
