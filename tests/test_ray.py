@@ -160,3 +160,11 @@ def test_workers_scoring_on_another_device_than_the_keys_name_are_refused(
     monkeypatch.setattr(distributed.Worker, "versions", lambda self: {**real(self), "device": "cuda:0"})
     with pytest.raises(ConfigError, match="resolves to cpu here but to cuda:0 on the Ray worker"):
         run_experiment(config(data, t5_trio, tmp_path / "out", engine="ray", workers=1), progress=False)
+    # the refused worker is not left behind: its CPU comes back (or the cluster it started is gone)
+    deadline = time.monotonic() + 20
+    while ray.is_initialized() and time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0) == ray.cluster_resources().get("CPU"):
+            break
+        time.sleep(0.2)
+    else:
+        assert not ray.is_initialized(), "a refused worker still holds its CPU"

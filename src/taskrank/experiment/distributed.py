@@ -123,16 +123,21 @@ class RayEngine:
         self.progress = progress
         self.ray = _ray()
         self.started_cluster = False
+        self.actors: list[Any] = []
         self._connect()
-        count = self._worker_count()
-        remote = self.ray.remote(
-            num_cpus=self.execution.cpus_per_worker,
-            num_gpus=self.execution.gpus_per_worker,
-            max_restarts=RETRIES,
-            max_task_retries=RETRIES,
-        )(Worker)
-        self.actors = [remote.remote(config, checkpoints, scoring, threads) for _ in range(count)]
-        self._check_workers()
+        try:
+            count = self._worker_count()
+            remote = self.ray.remote(
+                num_cpus=self.execution.cpus_per_worker,
+                num_gpus=self.execution.gpus_per_worker,
+                max_restarts=RETRIES,
+                max_task_retries=RETRIES,
+            )(Worker)
+            self.actors = [remote.remote(config, checkpoints, scoring, threads) for _ in range(count)]
+            self._check_workers()
+        except BaseException:  # refused or interrupted: no worker (or cluster of ours) is left behind
+            self.close()
+            raise
 
     # -- the cluster --------------------------------------------------------------------------
     def _connect(self) -> None:
