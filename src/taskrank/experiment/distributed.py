@@ -64,19 +64,8 @@ class Worker:
         self.pool = ModelPool(config, checkpoints, scoring, self.device, progress=False)
 
     def versions(self) -> dict[str, str]:
-        """The worker's taskrank and torch versions, its host and device."""
-        import platform
-
-        import torch
-
-        from .. import __version__
-
-        return {
-            "taskrank": __version__,
-            "torch": torch.__version__,
-            "host": platform.node(),
-            "device": str(self.device),
-        }
+        """The worker's versions (:func:`process_versions`) and its device."""
+        return {**process_versions(), "device": str(self.device)}
 
     def rerank(
         self,
@@ -92,6 +81,15 @@ class Worker:
         with torch_threads(self.threads):
             reranker = self.pool.reranker(state)
             return reranker.rerank(candidates, documents, queries, top_k=top_k, progress=False)
+
+
+def process_versions() -> dict[str, str]:
+    """This process's versions (:func:`taskrank.environment.versions`) and its host."""
+    import platform
+
+    from ..environment import versions
+
+    return {**versions(), "host": platform.node()}
 
 
 def check_versions(driver: Mapping[str, str], workers: list[Mapping[str, str]]) -> None:
@@ -173,15 +171,8 @@ class RayEngine:
         return max(1, int(cpus // execution.cpus_per_worker))
 
     def _check_workers(self) -> None:
-        import platform
-
-        import torch
-
-        from .. import __version__
-
         reports = self.ray.get([actor.versions.remote() for actor in self.actors])
-        driver = {"taskrank": __version__, "torch": torch.__version__, "host": platform.node()}
-        check_versions(driver, reports)
+        check_versions(process_versions(), reports)
         for report in reports:  # the cache's keys name the device: the workers must score on it
             if report["device"].split(":")[0] != self.device_type:
                 raise ConfigError(
