@@ -222,8 +222,11 @@ class SweepHandler(Handler):
         values: Values = {v: {"dev": [], "test": []} for v in variants}
         lists: list[Lists] = []  # what the label-free signals read, one α at a time
         for alpha, state in zip(system.alphas, states, strict=True):
+            model_runs: dict[Role, Run] = {}  # the model alone, per split: what the signals read
             for role, split in self.splits(steps).items():
                 runs = steps.variant_runs(state, split) if split is not None else {}
+                if "model" in runs:
+                    model_runs[role] = runs["model"]
                 for variant in variants:
                     run = runs.get(variant)
                     values[variant][role].append(
@@ -231,8 +234,8 @@ class SweepHandler(Handler):
                     )
                     if run is not None:  # written now: the sweep holds one α's runs at a time
                         write(RunFile(role, variant, system.name, f"alpha={alpha:g}", run))
-            if self.label_free() is not None:
-                lists.append(self._lists(steps, state))
+            if self.label_free() is not None:  # the test split is scored at every α then
+                lists.append(self._lists(steps, state, model_runs["test"]))
         choice = self._label_free_choice(steps, lists)
         if choice is not None and system.select_on == "label-free":
             best = choice.index
@@ -250,16 +253,15 @@ class SweepHandler(Handler):
         row = model_row(steps, system, states[best], f"α={sweep.best_alpha:g} ({how})")
         return SystemOutcome(self.name, row=row, sweep=sweep)
 
-    def _lists(self, steps: Steps, state: ModelState) -> Lists:
+    def _lists(self, steps: Steps, state: ModelState, target: Run) -> Lists:
         """The model's lists of one α that the label-free signals read: the target (test)
-        queries' and the pseudo-queries' (never a judgment)."""
-        test = steps.data.test
+        queries' (``target``, already scored) and the pseudo-queries' (never a judgment)."""
         pseudo = self.pseudo_split(steps)
         pseudo_run = steps.rerank(state, pseudo) if pseudo is not None else None
         sources = (
             {qid: next(iter(docs)) for qid, docs in pseudo.qrels.items()} if pseudo is not None else None
         )
-        return Lists(steps.rerank(state, test), test.queries, pseudo_run, sources)
+        return Lists(target, steps.data.test.queries, pseudo_run, sources)
 
     def _label_free_choice(self, steps: Steps, lists: list[Lists]) -> LabelFreeChoice | None:
         settings = self.label_free()
