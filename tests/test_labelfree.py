@@ -393,7 +393,9 @@ def test_select_alpha_command_prints_every_signal_and_writes_the_choice(
     assert set(record["strategies"]) == set(LABEL_FREE_STRATEGIES)
     code, out, err = run_cli(monkeypatch, capsys, "select-alpha", *common, "--strategy", "entropy")
     assert code == 0, err
-    assert "→ α =" in out and "(decides)" in out.splitlines()[3]  # entropy is the fourth strategy
+    lines = out.splitlines()
+    assert lines[0].split()[3:5] == ["α=0", "α=1"]  # each signal's column names its α
+    assert "→ α =" in out and "(decides)" in lines[4]  # entropy is the fourth strategy, under the head
     assert record["strategy"] == "wig"  # the default: the lowest regret in benchmarks/label-free.md
     code, out, err = run_cli(monkeypatch, capsys, "select-alpha", *common[:-2], "--alphas", "0,x")
     assert code == 2 and "--alphas: 'x' is not a number" in err

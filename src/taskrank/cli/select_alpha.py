@@ -89,8 +89,10 @@ def select_alpha_command(
     if quiet:
         typer.echo(f"{choice.alpha:g}")
         return
+    head = "  ".join(f"{f'α={a:g}':>7}" for a in choice.alphas)
+    typer.echo(f"{'signal per α':>15}  {head}  (no relevance label read; higher: ranks better)")
     for name, outcome in choice.outcomes.items():
-        signal = "  ".join("–" if v is None else f"{v:.4f}" for v in outcome.signal)
+        signal = "  ".join(f"{'–':>7}" if v is None else f"{v:7.4f}" for v in outcome.signal)
         chosen = "–" if outcome.alpha is None else f"{outcome.alpha:g}"
         typer.echo(f"{name:>15}  {signal}  → α = {chosen}{'  (decides)' if name == strategy else ''}")
     typer.echo(f"α = {choice.alpha:g}: {choice.words()}" + (f"; wrote {out}" if out else ""))
