@@ -96,6 +96,7 @@ def test_dtype_resolution(monkeypatch):
     assert devices.resolve_dtype(None, cpu) is None
     assert devices.resolve_dtype("fp32", cpu) is torch.float32
     assert devices.resolve_dtype(torch.bfloat16, cpu) is torch.bfloat16
+    monkeypatch.setattr(devices, "cpu_bf16_feature", lambda: None)  # a CPU without AMX or avx512_bf16
     assert devices.resolve_dtype("auto", cpu) is torch.float32
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert devices.resolve_dtype("auto", torch.device("cuda")) is torch.bfloat16

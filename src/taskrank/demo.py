@@ -225,6 +225,8 @@ def demo_config(
             },
             "scoring": {
                 "device": "cpu",
+                # bfloat16 on a CPU with AMX or avx512_bf16, float32 elsewhere; environment.json says which
+                "dtype": "auto",
                 "batch_size": 64,
                 "max_length": 128,
                 "top_k": settings.top_k,

@@ -31,6 +31,12 @@ DTYPES: tuple[str, ...] = get_args(Dtype)
 #: Short names accepted wherever a dtype is asked for.
 DTYPE_ALIASES: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 
+ScoringDtype = Literal["auto", "float32", "bfloat16", "float16"]
+#: Scoring precisions (``scoring.dtype``, ``--dtype``): a dtype, or ``auto``, bfloat16 where the
+#: hardware computes in it natively (a GPU that supports it, a CPU with AMX or avx512_bf16) and
+#: float32 elsewhere (:func:`taskrank.devices.choose_dtype`).
+SCORING_DTYPES: tuple[str, ...] = get_args(ScoringDtype)
+
 TrainingDtype = Literal["auto", "float32", "bfloat16"]
 #: Training precisions of ``adapt`` and ``train``: ``auto`` is bfloat16 autocast on a GPU that has it.
 TRAINING_DTYPES: tuple[str, ...] = get_args(TrainingDtype)
@@ -148,6 +154,7 @@ __all__ = [
     "METRIC_FAMILIES",
     "MODES",
     "OBJECTIVE_NAMES",
+    "SCORING_DTYPES",
     "SIGNIFICANCE_TESTS",
     "TRAINABLE_KINDS",
     "TRAINING_DTYPES",
@@ -158,6 +165,7 @@ __all__ = [
     "LabelFreeStrategy",
     "Mode",
     "Objective",
+    "ScoringDtype",
     "SignificanceTest",
     "TrainableKind",
     "TrainingDtype",

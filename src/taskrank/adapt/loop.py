@@ -87,7 +87,7 @@ def compute_dtype(name: str | None, device: torch.device) -> str:
     key = DTYPE_ALIASES.get(key, key)  # bf16, fp32: the short names every dtype option accepts
     if key not in TRAINING_DTYPES:
         raise ConfigError(f"unknown dtype {key!r}; valid: {', '.join(TRAINING_DTYPES)}")
-    return str(resolve_dtype(key, device)).removeprefix("torch.")
+    return str(resolve_dtype(key, device, training=True)).removeprefix("torch.")
 
 
 @dataclass

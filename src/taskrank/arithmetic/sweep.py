@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..checkpoints import SourceLike, TensorSource, as_source
 from ..errors import MergeError
 from ..progress import track
 from ..vocabulary import VocabPolicy
@@ -22,6 +23,11 @@ class AlphaSweep:
     Keeps a CPU copy of the ranker's original tensors that the vector touches and the vector
     itself (float32, on ``vector_device``, CPU by default while the model may sit on a GPU).
     ``set_alpha(0)`` restores the ranker bit for bit.
+
+    A model held in a lower precision than its checkpoint (scored in bfloat16) is given the
+    checkpoint as ``originals``: its tensors, as stored (float32), are then the originals, so
+    each α is computed in float32 from them and cast once, exactly as merging in float32 and
+    loading the merge in bfloat16 would (not from the ranker's bfloat16 rounding).
 
     Example::
 
@@ -40,6 +46,7 @@ class AlphaSweep:
         vector_device: str | torch.device = "cpu",
         vocab_policy: VocabPolicy | None = None,
         progress: bool = False,
+        originals: SourceLike | None = None,
     ) -> None:
         self.model = model
         params = dict(model.named_parameters())  # tied parameters appear once
@@ -56,6 +63,9 @@ class AlphaSweep:
         self._params = params
         self._orig: dict[str, torch.Tensor] = {}
         self._tau: dict[str, torch.Tensor] = {}
+        lower = [n for n in self._names if params[n].dtype in _BELOW_FLOAT32]
+        stored = as_source(originals) if originals is not None and lower else None
+        to_stored = resolve_keys(source, stored) if stored is not None else {}
         for name in track(self._names, "loading task vector", progress, transient=True):
             p = params[name]
             vkey = to_vec[name]
@@ -63,7 +73,8 @@ class AlphaSweep:
             check_pair(name, source.name, tuple(p.shape), vector.reference.name, v_shape, vector.vocab_policy)
             if not p.dtype.is_floating_point:
                 continue
-            self._orig[name] = p.detach().to("cpu", copy=True)
+            held = p.detach().to("cpu", copy=True)
+            self._orig[name] = held if stored is None else _stored_original(name, held, stored, to_stored)
             self._tau[name] = vector.get(vkey).to(vector_device)
         self.alpha = 0.0
         self.selection = LayerSelection()
@@ -123,6 +134,29 @@ class AlphaSweep:
     def restore(self) -> None:
         """Return the model to the ranker's original weights (bit for bit)."""
         self._restore()
+
+
+#: Model dtypes whose originals are read from the checkpoint when the sweep is given one.
+_BELOW_FLOAT32 = (torch.bfloat16, torch.float16)
+
+
+def _stored_original(
+    name: str, held: torch.Tensor, stored: TensorSource, to_stored: Mapping[str, str]
+) -> torch.Tensor:
+    """The checkpoint's tensor for model tensor ``name`` when the model holds it in a lower
+    precision; checked to be what the model holds once cast (else the model is not that ranker)."""
+    if held.dtype not in _BELOW_FLOAT32:
+        return held
+    key = to_stored.get(name)
+    if key is None:
+        raise MergeError(f"tensor {name!r} of the model is not in the ranker checkpoint {stored.name}")
+    tensor = stored.get(key)
+    if tuple(tensor.shape) != tuple(held.shape) or not torch.equal(tensor.to(held.dtype), held):
+        raise MergeError(
+            f"tensor {name!r} of the model is not {key!r} of {stored.name} in {held.dtype}: "
+            "the originals given are not the model's checkpoint"
+        )
+    return tensor
 
 
 class _ModelSource:

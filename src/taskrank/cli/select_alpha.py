@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import ConfigError, DataError
-from ..vocabulary import DEFAULT_LABEL_FREE_STRATEGY, DEVICES_TEXT, Kind, LabelFreeStrategy
+from ..vocabulary import DEFAULT_LABEL_FREE_STRATEGY, DEVICES_TEXT, SCORING_DTYPES, Kind, LabelFreeStrategy
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -53,7 +53,12 @@ def select_alpha_command(
     k: int = typer.Option(100, "--k", min=1, help="BM25 candidates per query."),
     top_k: int = typer.Option(100, "--top-k", min=1, help="Candidates re-ranked per query."),
     device: str = typer.Option("auto", "--device", help=f"{' | '.join(DEVICES_TEXT.split(', '))}."),
-    dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16 | auto."),
+    dtype: str | None = typer.Option(
+        None,
+        "--dtype",
+        help=f"{' | '.join(SCORING_DTYPES)} (auto: bfloat16 on a GPU or a CPU with AMX or avx512_bf16, "
+        "else float32; default: float32).",
+    ),
     batch_size: int = typer.Option(32, "--batch-size", help="Pairs per forward pass."),
     max_length: int | None = typer.Option(None, "--max-length", help="Maximum input length in tokens."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads torch scores with."),

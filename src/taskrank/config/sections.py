@@ -14,8 +14,8 @@ from ..vocabulary import (
     DEVICES_TEXT,
     KINDS,
     Correction,
-    Dtype,
     Kind,
+    ScoringDtype,
     SignificanceTest,
     VocabPolicy,
     parse_metric,
@@ -120,7 +120,12 @@ class ScoringConfig(StrictModel):
     """How the re-rankers run."""
 
     device: str = Field("auto", description=DEVICES_TEXT)
-    dtype: Dtype | None = Field(None, description="model dtype (default: float32)")
+    dtype: ScoringDtype | None = Field(
+        None,
+        description="model dtype; auto: bfloat16 on a GPU that supports it or a CPU with AMX or avx512_bf16, "
+        "else float32 (default: float32, bit-comparable with other machines); the dtype used and why are "
+        "recorded in environment.json and the report",
+    )
     batch_size: int = Field(32, gt=0, description="pairs per forward pass")
     max_length: int | None = Field(
         None,

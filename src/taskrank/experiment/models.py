@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import DomainSystem, ExperimentConfig, parse_layers
+from ..errors import ConfigError
 from .preflight import Checkpoints
 
 if TYPE_CHECKING:
@@ -66,9 +67,10 @@ class Scoring:
     main: ScoringSettings
     domain: ScoringSettings | None
     max_length_from: str  # "scoring.max_length", "the ranker's sentence_bert_config.json", …
-    dtype: str
+    dtype: str  # resolved: "float32" or "bfloat16", never "auto" (the cache keys hold it)
     batch_size: int
     top_k: int
+    dtype_reason: str = "the default"  # "the default", "as asked", "auto: the CPU has amx_bf16", …
 
     def of(self, role: str) -> ScoringSettings:
         """The settings ``role`` ("ranker", "merge" or "domain") is scored with."""
@@ -82,6 +84,7 @@ class Scoring:
             "max_length_from": self.max_length_from,
             "options": dict(sorted(self.main.options.items())),
             "dtype": self.dtype,
+            "dtype_reason": self.dtype_reason,
             "batch_size": self.batch_size,
             "top_k": self.top_k,
         }
@@ -93,16 +96,22 @@ class Scoring:
     def describe(self) -> str:
         """One line: ``bi-encoder, max length 256 (the ranker's sentence_bert_config.json), …``."""
         text = f"{self.main.kind}, {self.main.describe(self.max_length_from)}"
-        text += f", dtype {self.dtype}, batch size {self.batch_size}, top {self.top_k}"
+        # the reason only where auto chose: a dtype given, or the default, reads as it always did
+        why = f" ({self.dtype_reason})" if self.dtype_reason.startswith("auto") else ""
+        text += f", dtype {self.dtype}{why}, batch size {self.batch_size}, top {self.top_k}"
         if self.domain is not None:
             text += f"; the domain model as {self.domain.kind}, {self.domain.describe(self.max_length_from)}"
         return text
 
 
-def resolve_scoring(config: ExperimentConfig, checkpoints: Checkpoints) -> Scoring | None:
+def resolve_scoring(
+    config: ExperimentConfig, checkpoints: Checkpoints, device: torch.device | None = None
+) -> Scoring | None:
     """The experiment's :class:`Scoring`, read from the checkpoints' config and JSON files (no
     weights); ``None`` when nothing is re-ranked. Unknown options, a family that does not fit
-    or a ``max_length`` past the model's positions are errors here, before any scoring."""
+    or a ``max_length`` past the model's positions are errors here, before any scoring.
+    ``scoring.dtype: auto`` is resolved for ``device`` (the CPU when ``None``)."""
+    from ..devices import choose_dtype
     from ..rerankers import scoring_settings
 
     models = config.models
@@ -131,7 +140,13 @@ def resolve_scoring(config: ExperimentConfig, checkpoints: Checkpoints) -> Scori
         origin = "the default"
     else:
         origin = f"the {role}'s {main.max_length_from}"
-    return Scoring(main, domain, origin, scoring.dtype or "float32", scoring.batch_size, scoring.top_k)
+    try:
+        dtype = choose_dtype(scoring.dtype, device)
+    except ConfigError as exc:  # float16 on the CPU: say which setting asked for it
+        raise ConfigError(f"scoring.dtype: {exc}") from None
+    return Scoring(
+        main, domain, origin, dtype.name, scoring.batch_size, scoring.top_k, dtype_reason=dtype.reason
+    )
 
 
 class ModelPool:
@@ -166,7 +181,7 @@ class ModelPool:
             settings.kind,
             tokenizer=tokenizer,
             device=self.device,
-            dtype=scoring.dtype,
+            dtype=self.scoring.dtype,  # resolved once for the run ("auto" is never passed on)
             batch_size=scoring.batch_size,
             max_length=settings.max_length,
             **settings.options,
@@ -194,7 +209,12 @@ class ModelPool:
                 self.checkpoints.paths["pretrained"],
                 vocab_policy=models.vocab_policy,
             )
-            self._sweep = AlphaSweep(self._ranker.model, vector, vector_device="cpu", progress=self.progress)
+            # a model scored in a lower precision moves between α values from the ranker's float32
+            # tensors, as stored: each α is θ_ranker + α·τ in float32, cast once, as a merge would be
+            originals = self.checkpoints.paths["ranker"] if self.scoring.dtype != "float32" else None
+            self._sweep = AlphaSweep(
+                self._ranker.model, vector, vector_device="cpu", progress=self.progress, originals=originals
+            )
         layers = list(state.layers) if state.layers is not None else None
         self._sweep.set_alpha(state.alpha, layers=layers, mode=state.mode)
         return self._ranker

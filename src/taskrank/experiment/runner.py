@@ -102,7 +102,7 @@ class Experiment:
             data,
             ckpts,
             self.cache,
-            scoring=resolve_scoring(self.config, ckpts),
+            scoring=resolve_scoring(self.config, ckpts, self._device),
             device=self._device,
             threads=resolve_threads(self.config.scoring.threads),  # once: cgroup files read once
             progress=self.progress,
@@ -217,10 +217,14 @@ class Experiment:
     def _environment(self) -> dict[str, object]:
         from ..environment import versions
 
+        scoring = self.steps.resolved_scoring
         return {
             **versions(),
             "device": str(self._device),
-            "dtype": self.config.scoring.dtype or "float32",
+            # as resolved (float32, bfloat16: never "auto") and why: "the default", "as asked",
+            # "auto: the CPU has amx_bf16", …; none when no model scored anything
+            "dtype": scoring.dtype if scoring is not None else None,
+            "dtype_reason": scoring.dtype_reason if scoring is not None else "nothing was re-ranked",
             "seed": self.config.seed,
             # torch's intra-op threads while scoring (scoring.threads, else the cores this process may use)
             "threads": self.steps.threads,

@@ -135,7 +135,7 @@ class Steps:
             return {"domain": fp["domain"]}
         if state.role == "ranker":
             return {"ranker": fp["ranker"]}
-        return {
+        merged: Inputs = {
             "ranker": fp["ranker"],
             "domain": fp["domain"],
             "pretrained": fp["pretrained"],
@@ -144,6 +144,11 @@ class Steps:
             "mode": state.mode,
             "vocab_policy": self.config.trio().vocab_policy,
         }
+        if self.scoring.dtype != "float32":
+            # a merge scored in bfloat16 is now made from the ranker's float32 tensors (it was made
+            # from their bfloat16 rounding): new keys for these values only, float32 keys unchanged
+            merged["originals"] = "float32"
+        return merged
 
     def scoring_id(self, state: ModelState) -> Inputs:
         """How ``state`` is scored."""
@@ -300,9 +305,12 @@ class Steps:
         if self.config.execution.engine != "ray" or self.resolved_scoring is None or self.engine is not None:
             return
         from .distributed import RayEngine
+        from .plan import plan_steps
 
         device = self.device.type if self.device is not None else "cpu"
         self.engine = RayEngine(self.config, self.ckpts, self.scoring, self.threads, self.progress, device)
+        planned = plan_steps(self)  # the total of the engine's one bar: the pairs still to score
+        self.engine.expect(sum(s.pairs or 0 for s in planned if s.step == "rerank" and s.cached is False))
 
     def _bar_label(self, state: ModelState, split: Split) -> str:
         # the bar says what it scores: many passes of one model follow each other in a run

@@ -119,7 +119,7 @@ def select_alpha(
     reranker = load_reranker(
         str(ranker), kind, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length
     )
-    sweep = AlphaSweep(reranker.model, TaskVector.from_checkpoints(domain, pretrained), progress=progress)
+    sweep = AlphaSweep(reranker.model, TaskVector(domain, pretrained), progress=progress, originals=ranker)
     # views, not copies: the re-ranker only looks documents and queries up
     docs = cast("dict[str, dict[str, str]]", corpus)
     shown = (
