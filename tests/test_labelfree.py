@@ -329,6 +329,12 @@ def test_select_alpha_refuses_what_cannot_decide_before_loading_anything(
         select_alpha(*nowhere, corpus, queries, kind="monot5", strategy="oracle")
     with pytest.raises(DataError, match="the corpus: no document yields a pseudo-query"):
         select_alpha(*nowhere, corpus, queries, kind="monot5", strategy="pseudo-queries")
+    with pytest.raises(ConfigError, match=r"α 5.0 is outside \[-3.0, 3.0\]"):
+        select_alpha(*nowhere, corpus, queries, kind="monot5", alphas=[0.0, 5.0])
+    with pytest.raises(ConfigError, match="α nan is outside"):
+        select_alpha(*nowhere, corpus, queries, kind="monot5", alphas=[0.0, float("nan")])
+    with pytest.raises(ConfigError, match="no α values"):
+        select_alpha(*nowhere, corpus, queries, kind="monot5", alphas=[])
     trio = [
         f"--{role}={path}" for role, path in zip(("ranker", "domain", "pretrained"), nowhere, strict=True)
     ]

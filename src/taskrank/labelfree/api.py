@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import cast
 
 from ..errors import ConfigError, DataError
+from ..vocabulary import ALPHA_RANGE
 from .pseudo import NO_PSEUDO_QUERY, PseudoQueries, make_pseudo_queries
 from .selection import DEFAULT_GUARD, DEFAULT_STRATEGY, LabelFreeChoice, label_free_choice
 from .strategies import STRATEGIES, Lists
@@ -26,6 +27,19 @@ PathLike = str | os.PathLike[str]
 Corpus = Mapping[str, Mapping[str, str]]
 #: The α values tried when none are given: 0 to 1 by 0.25.
 DEFAULT_ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _check_alphas(alphas: Sequence[float]) -> list[float]:
+    """The α values as floats; none, one that is not finite or one outside :data:`ALPHA_RANGE`
+    (the experiment config's bounds) is a :class:`ConfigError` naming it."""
+    low, high = ALPHA_RANGE
+    values = [float(a) for a in alphas]
+    if not values:
+        raise ConfigError("no α values to choose from")
+    for alpha in values:
+        if not low <= alpha <= high:  # NaN fails both comparisons
+            raise ConfigError(f"α {alpha} is outside [{low}, {high}]")
+    return values
 
 
 def read_target(data: PathLike, queries: PathLike | None = None) -> tuple[dict, dict[str, str]]:
@@ -107,7 +121,7 @@ def select_alpha(
 
     if not queries:
         raise DataError("no target queries to choose α for")
-    alphas = [float(a) for a in alphas]
+    alphas = _check_alphas(alphas)
     pseudo = _pseudo_queries(corpus, strategy, pseudo_queries, seed)
     settings = {"language": "english", "k1": 0.9, "b": 0.4, **(bm25 or {})}
     target_candidates = bm25_search(corpus, queries, k=k, progress=progress, **settings)  # type: ignore[arg-type]
