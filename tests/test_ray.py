@@ -168,3 +168,66 @@ def test_workers_scoring_on_another_device_than_the_keys_name_are_refused(
         time.sleep(0.2)
     else:
         assert not ray.is_initialized(), "a refused worker still holds its CPU"
+
+
+def test_one_bar_counts_every_step_from_the_planned_total_and_the_workers_come_first(
+    cluster, tmp_path, data, t5_trio, monkeypatch, caplog
+):
+    import contextlib
+    import logging
+
+    from taskrank.experiment import distributed
+
+    bars, real = [], distributed.progress_bar
+
+    @contextlib.contextmanager
+    def recorded(total, description, enabled, *, completed=0, **kwargs):
+        seen = {"total": total, "completed": completed, "advanced": 0}
+        bars.append(seen)
+        with real(total, description, enabled, completed=completed, **kwargs) as bar:
+            advance = bar.advance
+            bar.advance = lambda n=1, **f: (seen.__setitem__("advanced", seen["advanced"] + n), advance(n))
+            yield bar
+
+    monkeypatch.setattr(distributed, "progress_bar", recorded)
+    caplog.set_level(logging.INFO, logger="taskrank.progress")
+    result = run_experiment(config(data, t5_trio, tmp_path / "out", engine="ray", workers=2), progress=False)
+    scored = result.stats["pairs_scored"]
+    assert len(bars) > 1 and sum(b["advanced"] for b in bars) == scored
+    # one count over all steps: each step's bar starts where the last one ended, against one total
+    assert [b["completed"] for b in bars] == [sum(b["advanced"] for b in bars[:i]) for i in range(len(bars))]
+    assert {b["total"] for b in bars} == {bars[0]["total"]} and bars[0]["total"] >= scored
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("Ray: 2 worker(s): ") and m.count(" cpu") == 2 for m in messages)
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory, tiny_words) -> Path:
+    """The tiny dataset with documents of 3 to 30 words: batches of many widths and sizes, where
+    shards of queries scored apart would get other floats than one local pass over the step."""
+    import random
+
+    root = write_tiny_beir(tmp_path_factory.mktemp("ray-varied") / "data", tiny_words)
+    rng = random.Random(5)
+    lines = (root / "corpus.jsonl").read_text().splitlines()
+    docs = [json.loads(line) for line in lines]
+    for doc in docs:
+        doc["text"] = " ".join(rng.sample(tiny_words, rng.randint(3, 30)))
+    (root / "corpus.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+    return root
+
+
+@pytest.mark.parametrize("kind", ["bi-encoder", "cross-encoder"])
+def test_ray_gives_the_local_runs_bit_for_bit_on_documents_of_many_lengths(
+    cluster, tmp_path, varied, bert_trio, kind
+):
+    def run(out: Path, **execution):
+        cfg = config_dict(varied, bert_trio, out)
+        cfg["models"]["kind"] = kind
+        cfg["scoring"]["batch_size"] = 4
+        cfg["systems"] = [{"name": "sweep", "type": "sweep", "alphas": [0.0, 0.5]}]
+        cfg["execution"] = execution
+        return run_experiment(parse_config(cfg), progress=False)
+
+    local = run(tmp_path / "local")
+    assert outputs(run(tmp_path / "ray", engine="ray", workers=2)) == outputs(local)

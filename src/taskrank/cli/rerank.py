@@ -16,7 +16,9 @@ from ..errors import ConfigError, DataError
 from ..vocabulary import DEVICES_TEXT, DTYPES, Kind
 
 if TYPE_CHECKING:
+    from ..config import ExecutionConfig
     from ..data import Run
+    from ..experiment.ray_data import RerankerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,18 @@ def restrict_to_split(run: Run, queries: Mapping[str, str], split: str, source: 
     return kept
 
 
+THREADS_HELP = (
+    "CPU threads torch scores with, here or in each Ray worker (default: $OMP_NUM_THREADS when set, else "
+    "the cores this process may use: CPU affinity and cgroup quota, not the host's count; on Ray: each "
+    "worker's CPUs)."
+)
+ENGINE_HELP = (
+    "local | ray: score in this process, or stream the run through Ray Data on the workers of a Ray "
+    "cluster (one model per worker; the same scores, see docs/experiments.md)."
+)
+RAY_HELP = "With --engine ray: "
+
+
 def rerank_command(
     model: str = typer.Option(..., "--model", "-m", help="Checkpoint directory or hub id."),
     kind: Kind = typer.Option(..., "--kind", "-k", help="Scoring family."),
@@ -79,8 +93,7 @@ def rerank_command(
         None,
         "--threads",
         min=1,
-        help="CPU threads torch scores with (default: $OMP_NUM_THREADS when set, else the cores this "
-        "process may use: CPU affinity and cgroup quota, not the host's count).",
+        help=THREADS_HELP,
     ),
     option: list[str] = typer.Option(
         [], "--option", help="Family option KEY=VALUE, e.g. true_token=▁yes (repeatable)."
@@ -88,43 +101,128 @@ def rerank_command(
     tag: str = typer.Option("taskrank", "--tag", help="Run tag (last column of the TREC run)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help=RAY_HELP + "the cluster to join ('auto', 'ray://host:10001'); none: start one.",
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help=RAY_HELP + "workers (default: as many as the cluster's CPUs or GPUs allow).",
+    ),
+    cpus_per_worker: float = typer.Option(
+        1.0, "--cpus-per-worker", help=RAY_HELP + "CPUs each worker takes."
+    ),
+    gpus_per_worker: float = typer.Option(
+        0.0, "--gpus-per-worker", help=RAY_HELP + "GPUs each worker takes (0: CPU workers)."
+    ),
 ) -> None:
     """Re-rank the top-k candidates of each query with a model of the given family."""
     from ..atomic import check_output
-    from ..data import load_beir, read_run, write_run
-    from ..rerankers import load_reranker, select_candidates
-    from ..threads import resolve_threads, torch_threads
+    from ..experiment.ray_data import RerankerSpec
 
-    options: dict[str, Any] = dict(parse_option(text) for text in option)  # family options
+    spec = RerankerSpec(model, kind, device, dtype, batch_size, max_length, max_tokens, parse_options(option))
+    execution = execution_settings(engine, address, workers, cpus_per_worker, gpus_per_worker)
     check_output(out, overwrite)
-    data = load_beir(dataset, split=split, progress=not quiet)
-    run = restrict_to_split(read_run(candidates), data.queries, split, candidates)
-    # every id is checked before the model is loaded
-    select_candidates(run, data.corpus, data.queries, top_k)
-    with torch_threads(resolve_threads(threads)) as used:
-        reranker = load_reranker(
-            model,
-            kind,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            max_length=max_length,
-            max_tokens=max_tokens,
-            **options,
-        )
-        start = time.perf_counter()
-        result = reranker.rerank(
-            run, data.corpus, data.queries, top_k=top_k, progress=not quiet, label=f"{split} split"
-        )
-        seconds = time.perf_counter() - start
+    run, data = load_candidates(dataset, split, candidates, top_k, quiet)
+    start = time.perf_counter()
+    if execution.engine == "ray":
+        result, where = rerank_on_workers(run, data, spec, execution, top_k, threads, quiet, split)
+    else:
+        result, where = rerank_here(run, data, spec, top_k, threads, quiet, split)
+    write_result(result, out, tag, time.perf_counter() - start, where, quiet)
+
+
+def write_result(result: Run, out: Path, tag: str, seconds: float, where: str, quiet: bool) -> None:
+    """Write the run (atomically) and say how many pairs were scored, how fast and where."""
+    from ..data import write_run
+
     write_run(result, out, tag=tag)
     pairs = sum(len(docs) for docs in result.values())
     if not quiet:
         typer.echo(
             f"re-ranked {pairs} pairs of {len(result)} queries in {seconds:.1f}s "
-            f"({pairs / max(seconds, 1e-9):.1f} pairs/s) on {reranker.device}, {used} CPU thread(s); "
-            f"wrote {out}"
+            f"({pairs / max(seconds, 1e-9):.1f} pairs/s) on {where}; wrote {out}"
         )
+
+
+def parse_options(texts: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` (repeatable) as the family options."""
+    return dict(parse_option(text) for text in texts)
+
+
+def execution_settings(
+    engine: str, address: str | None, workers: int | None, cpus: float, gpus: float
+) -> ExecutionConfig:
+    """The execution options as the config's checked section; ``--address`` means ``--engine ray``."""
+    from pydantic import ValidationError
+
+    from ..config import ExecutionConfig
+
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine {engine!r}: valid engines are local and ray")
+    values = {"engine": "ray" if address is not None else engine, "address": address, "workers": workers}
+    try:
+        return ExecutionConfig(**values, cpus_per_worker=cpus, gpus_per_worker=gpus)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = "--" + str(error["loc"][0]).replace("_", "-")
+        raise ConfigError(f"{name} {error.get('input')!r}: {error['msg']}") from None
+
+
+def load_candidates(dataset: str, split: str, candidates: Path, top_k: int, quiet: bool) -> tuple[Run, Any]:
+    """The split's dataset and its queries' candidates, every id checked before a model is loaded."""
+    from ..data import load_beir, read_run
+    from ..rerankers import select_candidates
+
+    data = load_beir(dataset, split=split, progress=not quiet)
+    run = restrict_to_split(read_run(candidates), data.queries, split, candidates)
+    select_candidates(run, data.corpus, data.queries, top_k)
+    return run, data
+
+
+def rerank_here(
+    run: Run, data: Any, spec: RerankerSpec, top_k: int, threads: int | None, quiet: bool, split: str
+) -> tuple[Run, str]:
+    """The local engine: the model in this process. Returns the run and where it was scored."""
+    from ..threads import resolve_threads, torch_threads
+
+    with torch_threads(resolve_threads(threads)) as used:
+        reranker = spec.load()
+        result = reranker.rerank(
+            run, data.corpus, data.queries, top_k=top_k, progress=not quiet, label=f"{split} split"
+        )
+    return result, f"{reranker.device}, {used} CPU thread(s)"
+
+
+def rerank_on_workers(
+    run: Run,
+    data: Any,
+    spec: RerankerSpec,
+    execution: ExecutionConfig,
+    top_k: int,
+    threads: int | None,
+    quiet: bool,
+    split: str,
+) -> tuple[Run, str]:
+    """The Ray engine: the run streamed through Ray Data (:func:`..ray_data.rerank_on_ray`)."""
+    from ..experiment.ray_data import rerank_on_ray
+
+    result = rerank_on_ray(
+        run,
+        data.corpus,
+        data.queries,
+        spec,
+        execution,
+        top_k=top_k,
+        threads=threads,
+        progress=not quiet,
+        label=f"{split} split",
+    )
+    return result.run, f"Ray: {len(result.workers)} worker(s) ({', '.join(result.workers)})"
 
 
 def register(app: typer.Typer) -> None:

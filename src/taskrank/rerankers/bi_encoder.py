@@ -165,14 +165,19 @@ class BiEncoderReranker(Reranker):
         # a model with a head (…ForMaskedLM) still yields token states from its base model
         self.encoder = getattr(model, "base_model", model)
 
+    def tokenize(self, texts: Sequence[str]) -> Packed:
+        """Token ids of each text, as :meth:`encode_texts` feeds them to the model (exposed for
+        the batch plan of ``taskrank rerank --engine ray``, tests and benchmarks)."""
+        enc = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, return_attention_mask=False
+        )
+        return Packed({name: enc[name] for name in ("input_ids", "token_type_ids") if name in enc})
+
     def encode_texts(self, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
         """Embeddings of ``texts`` (rows in input order), pooled and normalised as configured."""
         import torch
 
-        enc = self.tokenizer(
-            list(texts), truncation=True, max_length=self.max_length, return_attention_mask=False
-        )
-        packed = Packed({name: enc[name] for name in ("input_ids", "token_type_ids") if name in enc})
+        packed = self.tokenize(texts)
         pooled_rows: list[torch.Tensor] = []
         order: list[np.ndarray] = []
         pooling = self.config["pooling"]
