@@ -304,7 +304,7 @@ def test_rerank_threads_option_reaches_torch(
     code, stdout, err = run_cli(monkeypatch, capsys, *args, "--device", "cpu", "--threads", "1")
     assert code == 0, err
     assert threads_while_scoring == [1] and torch.get_num_threads() == 2
-    assert "on cpu, 1 CPU thread(s)" in stdout
+    assert "on cpu, float32 (the default), 1 CPU thread(s)" in stdout
     code, _, err = run_cli(monkeypatch, capsys, *args, "--overwrite", "--threads", "0")
     assert code == 2 and "--threads" in err
 

@@ -246,3 +246,60 @@ def test_workers_with_other_versions_are_refused_naming_both(
         "ray",
     )
     assert code == 2 and "the driver torch 0.0.1" in err and "runs torch " in err
+
+
+def test_auto_dtype_is_resolved_on_the_workers_and_named(
+    cluster, monkeypatch, capsys, tmp_path, beir, bert_trio
+):
+    from taskrank.devices import choose_dtype
+
+    here = choose_dtype("auto").describe()  # what auto means on this machine, e.g. "float32 (auto: …)"
+    local, remote = tmp_path / "local.trec", tmp_path / "ray.trec"
+    model = bert_trio["ranker"]
+    code, out, err = rerank(
+        monkeypatch, capsys, model, "cross-encoder", beir, local, "--threads", "1", "--dtype", "auto"
+    )
+    assert code == 0, err
+    assert f"on cpu, {here}, 1 CPU thread(s)" in out
+    code, out, err = rerank(
+        monkeypatch, capsys, model, "cross-encoder", beir, remote, "--threads", "1", "--dtype", "auto",
+        "--engine", "ray", "--workers", "2",
+    )  # fmt: skip
+    assert code == 0, err
+    assert remote.read_text() == local.read_text()
+    assert f"; dtype {here}" in err and out.rstrip().split("; wrote")[0].endswith(here)
+
+
+def test_workers_whose_auto_dtypes_differ_are_refused_naming_both():
+    from types import SimpleNamespace
+
+    from taskrank.config import ExecutionConfig
+    from taskrank.errors import ConfigError
+    from taskrank.experiment import ray_data
+
+    driver = ray_data.process_versions()
+    amx = {"dtype": "bfloat16", "dtype_reason": "auto: the CPU has amx_bf16"}
+    old = {"dtype": "float32", "dtype_reason": "auto: the CPU has neither"}
+    reports = [
+        {**driver, "host": "amx-node", "device": "cpu", **amx},
+        {**driver, "host": "old-node", "device": "cpu", **old},
+    ]
+
+    class FakeRay:
+        exceptions = SimpleNamespace(RayError=RuntimeError)
+
+        def remote(self, **_resources):
+            return lambda fn: SimpleNamespace(remote=lambda *args: args)
+
+        def get(self, refs):
+            return reports[: len(refs)]
+
+    pool = ray_data._Pool(FakeRay(), 2, ExecutionConfig(engine="ray"))
+    spec = ray_data.RerankerSpec("m", "cross-encoder", device="cpu", dtype="auto")
+    with pytest.raises(ConfigError, match="amx-node scores in bfloat16 .*old-node in float32"):
+        ray_data._check_workers(pool, spec, progress=False)
+    reports[1] = {**reports[0], "host": "amx-node-2"}
+    assert ray_data._check_workers(pool, spec, progress=False) == (
+        ["amx-node cpu", "amx-node-2 cpu"],
+        "bfloat16 (auto: the CPU has amx_bf16)",
+    )

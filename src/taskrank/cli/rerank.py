@@ -188,6 +188,7 @@ def rerank_here(
     run: Run, data: Any, spec: RerankerSpec, top_k: int, threads: int | None, quiet: bool, split: str
 ) -> tuple[Run, str]:
     """The local engine: the model in this process. Returns the run and where it was scored."""
+    from ..devices import choose_dtype
     from ..threads import resolve_threads, torch_threads
 
     with torch_threads(resolve_threads(threads)) as used:
@@ -195,7 +196,8 @@ def rerank_here(
         result = reranker.rerank(
             run, data.corpus, data.queries, top_k=top_k, progress=not quiet, label=f"{split} split"
         )
-    return result, f"{reranker.device}, {used} CPU thread(s)"
+    dtype = choose_dtype(spec.dtype, reranker.device).describe()
+    return result, f"{reranker.device}, {dtype}, {used} CPU thread(s)"
 
 
 def rerank_on_workers(
@@ -222,7 +224,7 @@ def rerank_on_workers(
         progress=not quiet,
         label=f"{split} split",
     )
-    return result.run, f"Ray: {len(result.workers)} worker(s) ({', '.join(result.workers)})"
+    return result.run, f"Ray: {len(result.workers)} worker(s) ({', '.join(result.workers)}), {result.dtype}"
 
 
 def register(app: typer.Typer) -> None:

@@ -27,12 +27,12 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import TaskrankError
+from ..errors import ConfigError, TaskrankError
 from ..progress import announce, progress_bar
 from .distributed import check_versions, connect, describe_workers, import_ray, process_versions, worker_count
 from .ray_plan import Plan, Work, build_work, dot_products, score_batch
@@ -166,11 +166,14 @@ class Scorer:
         return {"unit": np.concatenate(units), "value": np.concatenate(values)}
 
 
-def _probe(device: str) -> dict[str, str]:
-    """A worker's versions and the device ``device`` resolves to there (a Ray task)."""
-    from ..devices import resolve_device
+def _probe(device: str, dtype: str | None) -> dict[str, str]:
+    """A worker's versions, the device ``device`` resolves to there, and the dtype ``dtype``
+    stands for on it, with why (``auto`` looks at the worker's hardware; a Ray task)."""
+    from ..devices import choose_dtype, resolve_device
 
-    return {**process_versions(), "device": str(resolve_device(device))}
+    where = resolve_device(device)
+    choice = choose_dtype(dtype, where)
+    return {**process_versions(), "device": str(where), "dtype": choice.name, "dtype_reason": choice.reason}
 
 
 _RAISED = re.compile(r"taskrank\.errors\.(\w+): (.+)")
@@ -263,11 +266,13 @@ def _scores(
 
 @dataclass(frozen=True)
 class RayRerank:
-    """What :func:`rerank_on_ray` returns: the run, and the workers (``host device``) that scored it."""
+    """What :func:`rerank_on_ray` returns: the run, the workers (``host device``) that scored
+    it, how many pairs, and the dtype they scored in with why (``"float32 (the default)"``)."""
 
     run: Run
     workers: list[str]
     pairs: int
+    dtype: str = "float32 (the default)"
 
 
 def rerank_on_ray(
@@ -304,12 +309,14 @@ def rerank_on_ray(
     per_text = isinstance(spec.tokenizer_only(), BiEncoderReranker)  # the checkpoint checked too
     run: Run = {qid: {} for qid in candidates}
     if not selected:
-        return RayRerank(run, [], 0)
+        return RayRerank(run, [], 0, "nothing was re-ranked")
     ray = import_ray(f"{setting('engine')} ray", data=True)
     started = connect(ray, execution.address, setting)
     try:
         pool = _Pool(ray, worker_count(ray, execution, setting), execution)
-        workers = _check_workers(pool, spec, progress)
+        workers, dtype = _check_workers(pool, spec, progress)
+        if spec.dtype is not None:  # every worker scores in the dtype they all resolved ``auto`` to
+            spec = replace(spec, dtype=dtype.split(" ", 1)[0])
         work = build_work(selected, documents, queries, per_text)
         values = _run_passes(pool, spec, work, threads, progress, label)
     finally:
@@ -318,20 +325,30 @@ def rerank_on_ray(
     scores = dot_products(values, work) if per_text else values
     for (qid, did), value in zip(selected, scores.tolist(), strict=True):
         run[qid][did] = value
-    return RayRerank(run, workers, len(selected))
+    return RayRerank(run, workers, len(selected), dtype)
 
 
-def _check_workers(pool: _Pool, spec: RerankerSpec, progress: bool) -> list[str]:
-    """Versions and devices on as many probes as workers, each with a worker's resources:
-    other versions are refused before any work; the workers are announced."""
+def _check_workers(pool: _Pool, spec: RerankerSpec, progress: bool) -> tuple[list[str], str]:
+    """Versions, devices and dtypes on as many probes as workers, each with a worker's
+    resources: other versions, or workers whose hardware resolves ``auto`` to different dtypes
+    (a run scored half in bfloat16), are refused before any work; the workers are announced.
+    Returns the workers and their dtype with why (``"bfloat16 (auto: the CPU has amx_bf16)"``)."""
     remote = pool.ray.remote(**pool.resources(gpus=True))(_probe)
     try:
-        reports = pool.ray.get([remote.remote(spec.device) for _ in range(pool.count)])
+        reports = pool.ray.get([remote.remote(spec.device, spec.dtype) for _ in range(pool.count)])
     except pool.ray.exceptions.RayError as exc:
         raise worker_error(exc) from exc
     check_versions(process_versions(), reports)
-    announce(describe_workers(reports), progress)
-    return [f"{r['host']} {r['device']}" for r in reports]
+    first = reports[0]
+    for other in reports[1:]:
+        if other["dtype"] != first["dtype"]:
+            raise ConfigError(
+                f"--dtype {spec.dtype}: Ray worker on {first['host']} scores in {first['dtype']} "
+                f"({first['dtype_reason']}), the one on {other['host']} in {other['dtype']} "
+                f"({other['dtype_reason']}): name the dtype, or use workers of one kind"
+            )
+    announce(describe_workers(reports) + f"; dtype {first['dtype']} ({first['dtype_reason']})", progress)
+    return [f"{r['host']} {r['device']}" for r in reports], f"{first['dtype']} ({first['dtype_reason']})"
 
 
 def _run_passes(
