@@ -65,21 +65,28 @@ def test_ray_gives_the_local_runs_and_metrics(cluster, tmp_path, data, t5_trio, 
     assert env["engine"] == "ray"
 
 
-def test_a_killed_worker_is_retried_and_nothing_changes(cluster, tmp_path, data, t5_trio, local, monkeypatch):
+def test_a_worker_killed_mid_step_is_retried_and_nothing_changes(
+    cluster, tmp_path, data, t5_trio, local, monkeypatch
+):
     from taskrank.experiment import distributed
 
-    real = distributed.RayEngine.rerank
-    killed = []
+    engines, killed, real_rerank, real_wait = [], [], distributed.RayEngine.rerank, ray.wait
 
-    def kill_once(self, *args, **kwargs):
-        if not killed:  # the first worker dies while the first step is on its way
-            killed.append(self.actors[0])
-            ray.kill(self.actors[0], no_restart=False)
-        return real(self, *args, **kwargs)
+    def remember(self, *args, **kwargs):
+        engines.append(self)
+        return real_rerank(self, *args, **kwargs)
 
-    monkeypatch.setattr(distributed.RayEngine, "rerank", kill_once)
+    def kill_once(refs, **kwargs):
+        if not killed:  # the worker handed the first chunk of the first step dies while it holds it
+            killed.append(engines[-1].actors[-1])
+            ray.kill(killed[0], no_restart=False)
+        return real_wait(refs, **kwargs)
+
+    monkeypatch.setattr(distributed.RayEngine, "rerank", remember)
+    monkeypatch.setattr(ray, "wait", kill_once)
     result = run_experiment(config(data, t5_trio, tmp_path / "out", engine="ray", workers=2), progress=False)
     assert killed and outputs(result) == outputs(local)
+    assert result.stats["pairs_scored"] == local.stats["pairs_scored"]  # no chunk counted twice
 
 
 def test_a_rerun_on_ray_reuses_the_local_cache(cluster, tmp_path, data, t5_trio, local):
@@ -105,6 +112,41 @@ def test_an_unreachable_address_is_named_within_30_seconds(tmp_path, data, t5_tr
             progress=False,
         )
     assert time.monotonic() - start < 30
+
+
+def test_a_host_and_port_where_nothing_listens_is_named_at_once(tmp_path, data, t5_trio):
+    """Ray itself retries such an address for minutes; taskrank tries a TCP connection first."""
+    import socket
+
+    if ray.is_initialized():
+        ray.shutdown()
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(
+        ConfigError, match=rf"execution.address '127.0.0.1:{port}': cannot reach a Ray cluster"
+    ):
+        run_experiment(
+            config(data, t5_trio, tmp_path / "out", engine="ray", address=f"127.0.0.1:{port}"),
+            progress=False,
+        )
+    assert time.monotonic() - start < 30 and not ray.is_initialized()
+
+
+def test_an_error_a_worker_raises_comes_back_as_one_line(cluster, tmp_path, data, t5_trio):
+    import torch
+
+    from taskrank.errors import ModelError
+    from taskrank.experiment.distributed import RayEngine
+
+    if torch.cuda.is_available():
+        pytest.skip("the worker needs a machine without CUDA to fail")
+    cfg = config(data, t5_trio, tmp_path / "out", engine="ray", workers=1)
+    cfg = cfg.model_copy(update={"scoring": cfg.scoring.model_copy(update={"device": "cuda"})})
+    with pytest.raises(ModelError, match="CUDA is not available") as raised:
+        RayEngine(cfg, None, None, threads=1, progress=False)  # the worker resolves the device first
+    assert "\n" not in str(raised.value)
 
 
 def test_more_gpus_per_worker_than_any_node_has_is_refused_before_any_work(cluster, tmp_path, data, t5_trio):

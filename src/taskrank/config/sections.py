@@ -138,8 +138,8 @@ class ScoringConfig(StrictModel):
         None,
         gt=0,
         description="CPU threads torch scores with (default: $OMP_NUM_THREADS when set, else the cores "
-        "this process may use: its CPU affinity capped by its cgroup CPU quota); recorded in "
-        "environment.json",
+        "this process may use: its CPU affinity capped by its cgroup CPU quota; on Ray, each "
+        "worker's execution.cpus_per_worker); recorded in environment.json",
     )
 
     @field_validator("device")

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import socket
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TaskrankError
 from ..progress import announce, progress_bar
 from .ray_plan import Plan, Work, build_work, dot_products, score_batch
 
@@ -45,6 +47,9 @@ CHUNKS_PER_WORKER = 4
 RETRIES = 3
 #: Seconds to wait for a cluster at a given address.
 CONNECT_TIMEOUT = 30
+#: Seconds a TCP connection to an address may take before it is called unreachable: Ray itself
+#: would retry a ``host:port`` where nothing answers for minutes.
+PROBE_TIMEOUT = CONNECT_TIMEOUT / 3
 
 
 def config_setting(name: str) -> str:
@@ -75,6 +80,11 @@ def connect(ray: Any, address: str | None, setting: Callable[[str], str] = confi
     :class:`ConfigError` naming it, within :data:`CONNECT_TIMEOUT` seconds."""
     if ray.is_initialized():
         return False
+    unreachable = unreachable_reason(address) if address is not None else None
+    if unreachable is not None:
+        raise ConfigError(
+            f"{setting('address')} {address!r}: cannot reach a Ray cluster there ({unreachable})"
+        )
     try:
         if address is None:
             ray.init(include_dashboard=False, log_to_driver=False)
@@ -85,6 +95,37 @@ def connect(ray: Any, address: str | None, setting: Callable[[str], str] = confi
             f"{setting('address')} {address!r}: cannot reach a Ray cluster there ({exc})"
         ) from exc
     return False
+
+
+def unreachable_reason(address: str) -> str | None:
+    """Why nothing accepts a TCP connection at ``address`` (``host:port``, ``ray://host:port``)
+    within :data:`PROBE_TIMEOUT` seconds (``"Connection refused"``, ``"timed out"``), or None: it
+    does, or ``address`` names no host and port (``auto``), which Ray resolves itself."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
+_RAISED = re.compile(r"taskrank\.errors\.(\w+): (.+)")
+
+
+def worker_error(exc: BaseException) -> TaskrankError:
+    """The one-line error for a failure on a Ray worker: the taskrank error the worker raised
+    (a checkpoint missing on that node, other versions), else the failure's last line."""
+    from .. import errors
+
+    text = str(exc)
+    for name, message in reversed(_RAISED.findall(text)):
+        cls = getattr(errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, TaskrankError):
+            return cls(message.strip())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return TaskrankError(f"a Ray worker failed: {lines[-1] if lines else type(exc).__name__}")
 
 
 def worker_count(ray: Any, execution: ExecutionConfig, setting: Callable[[str], str] = config_setting) -> int:
@@ -216,8 +257,15 @@ class RayEngine:
             raise
 
     # -- the cluster --------------------------------------------------------------------------
+    def _get(self, refs: Any) -> Any:
+        """``ray.get``; a failure on a worker (its error, a worker that could not start) as one line."""
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayError as exc:
+            raise worker_error(exc) from exc
+
     def _check_workers(self) -> None:
-        reports = self.ray.get([actor.versions.remote() for actor in self.actors])
+        reports = self._get([actor.versions.remote() for actor in self.actors])
         check_versions(process_versions(), reports)
         for report in reports:  # the cache's keys name the device: the workers must score on it
             if report["device"].split(":")[0] != self.device_type:
@@ -275,7 +323,7 @@ class RayEngine:
         """Every unit's token length, measured in one even slice per worker."""
         slices = np.array_split(np.arange(units), min(len(self.actors), units))
         calls = [a.lengths.remote(state, work, s) for a, s in zip(self.actors, slices, strict=False)]
-        return np.concatenate(self.ray.get(calls))
+        return np.concatenate(self._get(calls))
 
     def _scores(self, state: ModelState, work: Any, plan: Plan, units: int, count: _PairCount) -> np.ndarray:
         """Every unit's score: the plan's batches in chunks, longest first, each to a free worker."""
@@ -289,7 +337,7 @@ class RayEngine:
                 pending[actor.score.remote(state, work, plan_ref, chunks.popleft())] = actor
             done, _ = self.ray.wait(list(pending), num_returns=1)
             idle.append(pending.pop(done[0]))
-            rows, out = self.ray.get(done[0])
+            rows, out = self._get(done[0])
             if values is None:
                 values = np.zeros((units, *out.shape[1:]), dtype=out.dtype)
             values[rows] = out
@@ -330,5 +378,7 @@ __all__ = [
     "describe_workers",
     "import_ray",
     "process_versions",
+    "unreachable_reason",
     "worker_count",
+    "worker_error",
 ]

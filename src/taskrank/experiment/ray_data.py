@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,15 @@ import numpy as np
 
 from ..errors import ConfigError, TaskrankError
 from ..progress import announce, progress_bar
-from .distributed import check_versions, connect, describe_workers, import_ray, process_versions, worker_count
+from .distributed import (
+    check_versions,
+    connect,
+    describe_workers,
+    import_ray,
+    process_versions,
+    worker_count,
+    worker_error,
+)
 from .ray_plan import Plan, Work, build_work, dot_products, score_batch
 
 if TYPE_CHECKING:
@@ -174,23 +181,6 @@ def _probe(device: str, dtype: str | None) -> dict[str, str]:
     where = resolve_device(device)
     choice = choose_dtype(dtype, where)
     return {**process_versions(), "device": str(where), "dtype": choice.name, "dtype_reason": choice.reason}
-
-
-_RAISED = re.compile(r"taskrank\.errors\.(\w+): (.+)")
-
-
-def worker_error(exc: BaseException) -> TaskrankError:
-    """The one-line error for a failure on a Ray worker: the taskrank error the worker raised
-    (a checkpoint missing on that node, other versions), else the failure's last line."""
-    from .. import errors
-
-    text = str(exc)
-    for name, message in reversed(_RAISED.findall(text)):
-        cls = getattr(errors, name, None)
-        if isinstance(cls, type) and issubclass(cls, TaskrankError):
-            return cls(message.strip())
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return TaskrankError(f"a Ray worker failed: {lines[-1] if lines else type(exc).__name__}")
 
 
 @dataclass(frozen=True)

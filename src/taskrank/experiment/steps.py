@@ -308,6 +308,9 @@ class Steps:
         from .plan import plan_steps
 
         device = self.device.type if self.device is not None else "cpu"
+        # each worker scores on scoring.threads, else on the CPUs it holds (not the driver's cores);
+        # environment.json records the workers' number
+        self.threads = self.config.scoring.threads or max(1, int(self.config.execution.cpus_per_worker))
         self.engine = RayEngine(self.config, self.ckpts, self.scoring, self.threads, self.progress, device)
         planned = plan_steps(self)  # the total of the engine's one bar: the pairs still to score
         self.engine.expect(sum(s.pairs or 0 for s in planned if s.step == "rerank" and s.cached is False))
