@@ -25,6 +25,15 @@ over chunks, and ratios are quoted from the same run.
 
     python benchmarks/bench_rerank.py                        # CPU, float32
     python benchmarks/bench_rerank.py --device cuda --dtype bfloat16 --t5-queries 20 --t5-docs 100
+
+``--precision`` (issue 16) compares precisions instead, on real data: the all-MiniLM-L6-v2
+bi-encoder and cross-encoder on Cranfield's rest queries (BM25 top ``--top-k``) and the
+monoT5-base shape (with a tokenizer of Cranfield's words) on the first ``--t5-rest-queries``,
+each scored in float32, with bfloat16 weights, with torch's dynamic int8 quantisation, through
+OpenVINO in float32 and through taskrank's ``quantize="int8"`` (OpenVINO, int8); pairs/s (wall and
+CPU time), the largest score difference to float32, nDCG@10 and its change, interleaved as above:
+
+    python benchmarks/bench_rerank.py --precision --threads 1
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 Pairs = list[tuple[str, str]]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- workload
@@ -224,6 +234,233 @@ def report(title: str, n_pairs: int, times: dict, scores: dict[str, np.ndarray],
     return out
 
 
+# --------------------------------------------------------------------------- precision (issue 16)
+
+#: The scoring paths of ``--precision``, in table order: torch in float32 (the reference), torch
+#: with bfloat16 weights, torch's dynamic int8 quantisation of the linear layers, OpenVINO in
+#: float32, OpenVINO with int8 weights and int8 activations quantised on the fly (taskrank's
+#: ``load_reranker(..., quantize="int8")``), and OpenVINO's bfloat16 precision hint (not in the
+#: default list: emulated, and far slower, on a CPU without native bf16).
+PRECISION_PATHS = ("fp32", "bf16", "int8", "ov-fp32", "ov-int8", "ov-bf16")
+DEFAULT_PATHS = "fp32,bf16,int8,ov-fp32,ov-int8"
+#: The CPU features that decide bf16 and int8 speed: native bf16 (AMX, AVX-512 BF16) and VNNI.
+CPU_FEATURES = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_report() -> tuple[str, dict[str, bool]]:
+    """The CPU's model name and which of :data:`CPU_FEATURES` its ``/proc/cpuinfo`` flags hold."""
+    model, flags = platform.processor() or "cpu", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return model, dict.fromkeys(CPU_FEATURES, False)
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            break
+    return model, {name: name in flags for name in CPU_FEATURES}
+
+
+def cranfield(data: Path, top_k: int, n_queries: int, workdir: Path):
+    """Cranfield's rest queries (the first ``n_queries``; 0: all), their qrels and BM25's top ``top_k``
+    (k1 0.9, b 0.4, as bench_scale.py and bench_labelfree.py), as ``(qids, groups, dataset, run)``:
+    one group of (query, document) texts per query, in BM25 order."""
+    from taskrank.data import doc_text, load_beir
+    from taskrank.retrieval import bm25_search
+
+    ds = load_beir(data, split="rest", progress=False)
+    qids = list(ds.queries)[: n_queries or None]
+    queries = {q: ds.queries[q] for q in qids}
+    run = bm25_search(ds.corpus, queries, k=top_k, k1=0.9, b=0.4, cache_dir=workdir / "bm25", progress=False)
+    ranked = {q: sorted(run[q], key=lambda d: (-run[q][d], d))[:top_k] for q in qids}
+    groups = [[(queries[q], doc_text(ds.corpus[d])) for d in ranked[q]] for q in qids]
+    return qids, ranked, groups, ds
+
+
+def openvino_path(rr, kind: str, precision: str, threads: int) -> dict[str, float]:
+    """``ov-fp32`` and ``ov-bf16``: replace ``rr``'s torch model with ``ov.convert_model`` of the
+    loaded float32 model, compiled with the f32 or bf16 precision hint and run through taskrank's
+    :class:`~taskrank.rerankers.quantize.OpenVINOModel`, as ``quantize="int8"`` does (``ov-int8``
+    is that path itself: NNCF int8 weights, activations quantised on the fly). Returns the
+    conversion seconds."""
+    import openvino as ov
+    import torch
+
+    from taskrank.rerankers.quantize import OpenVINOModel
+
+    start = time.perf_counter()
+    ids = torch.tensor([[101, 2054, 2003, 102, 1037, 3899, 102]] * 2)
+    if kind == "monot5":
+        model = rr.model
+
+        class FirstStep(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = model
+
+            def forward(self, input_ids, attention_mask, decoder_input_ids):
+                return self.inner(
+                    input_ids=input_ids, attention_mask=attention_mask,
+                    decoder_input_ids=decoder_input_ids, use_cache=False,
+                ).logits  # fmt: skip
+
+        module, output = FirstStep(), "logits"
+        example = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                   "decoder_input_ids": torch.zeros((2, 1), dtype=torch.long)}  # fmt: skip
+    else:
+        module = rr.encoder if kind == "bi-encoder" else rr.model
+        output = "last_hidden_state" if kind == "bi-encoder" else "logits"
+        example = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                   "token_type_ids": torch.zeros_like(ids)}  # fmt: skip
+    with torch.no_grad():
+        converted = ov.convert_model(module, example_input=example)
+    hint = "bf16" if precision == "ov-bf16" else "f32"
+    properties = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint}
+    compiled = ov.Core().compile_model(converted, "CPU", properties)
+    seconds = time.perf_counter() - start
+    wrapper = OpenVINOModel(compiled, output, rr.model.config, seconds)
+    if kind == "bi-encoder":
+        rr.encoder = wrapper
+    rr.model = wrapper
+    return {"convert_s": seconds}
+
+
+def precision_reranker(path: Path, kind: str, precision: str, args, device) -> tuple[object, dict]:
+    """A re-ranker loaded through ``load_reranker`` in one of :data:`PRECISION_PATHS`, and its
+    load (and conversion) seconds."""
+    import torch
+
+    from taskrank.rerankers import load_reranker
+
+    start = time.perf_counter()
+    dtype = "bfloat16" if precision == "bf16" else "float32"
+    quantize = "int8" if precision == "ov-int8" else None  # taskrank's own int8 path
+    rr = load_reranker(path, kind, device=device, dtype=dtype, batch_size=args.batch_size, quantize=quantize)
+    if precision == "int8":
+        from torch.ao.quantization import quantize_dynamic
+
+        # in place: the bi-encoder's ``encoder`` (the base model) is a submodule of this model
+        quantize_dynamic(rr.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    info = {"load_s": time.perf_counter() - start}
+    if quantize:
+        info = {"load_s": info["load_s"] - rr.model.convert_seconds, "convert_s": rr.model.convert_seconds}
+    elif precision.startswith("ov-"):
+        info.update(openvino_path(rr, kind, precision, torch.get_num_threads()))
+    return rr, info
+
+
+def scorer(rr) -> Callable[[list[Pairs]], np.ndarray]:
+    """What the interleaving times: taskrank's own ``score`` of every pair of a chunk of queries."""
+    return lambda part: rr.score([p for g in part for p in g])
+
+
+def precision_model(title: str, path: Path, kind: str, data: tuple, args, device) -> dict:
+    """Score one model's Cranfield candidates in every path, interleaved; time, score differences
+    against fp32 and nDCG@10 per path."""
+    from taskrank.evaluation import evaluate
+
+    qids, ranked, groups, ds = data
+    paths = [p for p in args.paths if p != "fp32"]
+    rerankers, info = {}, {}
+    for name in ["fp32", *paths]:
+        rerankers[name], info[name] = precision_reranker(path, kind, name, args, device)
+        logging.info("%s %s ready: %s", title, name, {k: round(v, 1) for k, v in info[name].items()})
+    methods = {name: scorer(rr) for name, rr in rerankers.items()}
+    times, scores = interleaved(methods, groups, args.query_chunk, device, 1)
+    qrels = {q: ds.qrels[q] for q in qids}
+    bm25 = {q: {d: float(len(ranked[q]) - i) for i, d in enumerate(ranked[q])} for q in qids}
+    pair_ids = [(q, d) for q in qids for d in ranked[q]]
+    out = {"pairs": len(pair_ids), "queries": len(qids), "top_k": args.top_k if kind != "monot5" else args.t5_top_k,
+           "ndcg@10 bm25": evaluate(bm25, qrels, ["ndcg@10"]).mean["ndcg@10"],
+           "fp32_score_std": float(np.std(scores["fp32"])), "paths": {}}  # fmt: skip
+    for name in methods:
+        run: dict[str, dict[str, float]] = {q: {} for q in qids}
+        for (q, d), value in zip(pair_ids, scores[name].tolist(), strict=True):
+            run[q][d] = value
+        top = {q: sorted(run[q], key=lambda d: (-run[q][d], d))[:10] for q in qids}
+        out["paths"][name] = {
+            **info[name], "wall_s": sum(times[name]["wall"]), "cpu_s": sum(times[name]["cpu"]),
+            "chunks_wall_s": times[name]["wall"], "chunks_cpu_s": times[name]["cpu"],
+            "ndcg@10": evaluate(run, qrels, ["ndcg@10"]).mean["ndcg@10"],
+            "max_abs_diff": float(np.max(np.abs(scores[name] - scores["fp32"]))), "top10": top,
+        }  # fmt: skip
+    reference = out["paths"]["fp32"]["top10"]
+    for row in out["paths"].values():
+        row["top10_changed"] = sum(row["top10"][q] != reference[q] for q in qids)
+    for row in out["paths"].values():
+        del row["top10"]
+    precision_table(title, out)
+    return out
+
+
+def precision_table(title: str, out: dict) -> None:
+    """Print the Markdown table of one model: speed against fp32 and bf16 (wall and CPU time),
+    score differences and nDCG@10 against fp32."""
+    rows, n = out["paths"], out["pairs"]
+    ref, bf16 = rows["fp32"], rows.get("bf16")
+    lines = [
+        f"### {title}: {out['queries']} rest queries × BM25 top {out['top_k']} = {n} pairs "
+        f"(BM25 nDCG@10 {out['ndcg@10 bm25']:.4f}; fp32 scores' standard deviation {out['fp32_score_std']:.2e})",
+        "",
+        "| path | load (+convert) s | wall s | pairs/s | vs fp32 (wall) | vs fp32 (CPU) | vs bf16 (wall) "
+        "| max abs score diff | nDCG@10 | Δ nDCG@10 | queries with another top 10 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for name, row in rows.items():
+        load = f"{row['load_s']:.1f}" + (f" + {row['convert_s']:.1f}" if "convert_s" in row else "")
+        vs_bf16 = f"{bf16['wall_s'] / row['wall_s']:.2f}×" if bf16 else "—"
+        lines.append(
+            f"| {name} | {load} | {row['wall_s']:.1f} | {n / row['wall_s']:.1f} | "
+            f"{ref['wall_s'] / row['wall_s']:.2f}× | {ref['cpu_s'] / row['cpu_s']:.2f}× | {vs_bf16} | "
+            f"{row['max_abs_diff']:.1e} | {row['ndcg@10']:.4f} | {row['ndcg@10'] - ref['ndcg@10']:+.4f} | "
+            f"{row['top10_changed']} |"
+        )
+    print("\n".join(lines) + "\n", flush=True)
+
+
+def cranfield_words(data: Path) -> list[str]:
+    """Every lower-case word of Cranfield's documents and queries, most frequent first: the
+    monoT5-shaped model's tokenizer gets one token per word, as t5-base's roughly does."""
+    import re
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        for line in (data / name).read_text().splitlines():
+            record = json.loads(line)
+            counts.update(re.findall(r"[a-z]+", f"{record.get('title', '')} {record['text']}".lower()))
+    return [w for w, _ in counts.most_common()]
+
+
+def precision_main(args, minilm: Path, workdir: Path, device, results: dict) -> None:
+    """``--precision``: the all-MiniLM-L6-v2 bi-encoder and cross-encoder and the monoT5-base shape,
+    in every path of ``--paths``, on Cranfield's rest queries and BM25 candidates."""
+    model, flags = cpu_report()
+    print(f"CPU {model}; flags: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()))
+    print(f"paths {', '.join(args.paths)}; interleaved in chunks of {args.query_chunk} queries\n", flush=True)
+    results["cpu"] = {"model": model, "flags": flags}
+    if "bi-encoder" not in args.skip or "cross-encoder" not in args.skip:
+        data = cranfield(args.data, args.top_k, args.rest_queries, workdir)
+    if "bi-encoder" not in args.skip:
+        results["bi-encoder"] = precision_model(
+            "bi-encoder (all-MiniLM-L6-v2)", minilm, "bi-encoder", data, args, device
+        )
+    if "cross-encoder" not in args.skip:
+        path = build_cross_encoder(minilm, workdir / "minilm-ce", args.seed)
+        results["cross-encoder"] = precision_model(
+            "cross-encoder (MiniLM-L6, fresh head)", path, "cross-encoder", data, args, device
+        )
+    if "monot5" not in args.skip:
+        data = cranfield(args.data, args.t5_top_k, args.t5_rest_queries, workdir)
+        path = build_monot5_base(cranfield_words(args.data), workdir / "monot5-base-cranfield", args.seed)
+        results["monot5"] = precision_model(
+            "monoT5-base shape (random weights)", path, "monot5", data, args, device
+        )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -249,12 +486,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0,
         help="torch CPU threads (0: torch's default); 1 steadies a shared CPU",
     )
-    parser.add_argument("--skip", choices=["cross-encoder", "monot5"], action="append", default=[])
+    parser.add_argument(
+        "--skip", choices=["cross-encoder", "monot5", "bi-encoder"], action="append", default=[]
+    )
+    precision = parser.add_argument_group("--precision: fp32, bf16 and int8 paths on Cranfield (issue 16)")
+    precision.add_argument("--precision", action="store_true", help="compare precisions, not batching")
+    precision.add_argument("--paths", default=DEFAULT_PATHS, help=f"of {', '.join(PRECISION_PATHS)}")
+    precision.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cranfield")
+    precision.add_argument("--rest-queries", type=int, default=0, help="first N rest queries (0: all 157)")
+    precision.add_argument("--top-k", type=int, default=10, help="BM25 candidates per query re-ranked")
+    precision.add_argument("--t5-rest-queries", type=int, default=5, help="monoT5: first N rest queries")
+    precision.add_argument("--t5-top-k", type=int, default=10, help="monoT5: BM25 candidates per query")
+    precision.add_argument("--query-chunk", type=int, default=20, help="queries per interleaved chunk")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--workdir", type=Path, help="where the two models are saved (default: a temp dir)")
     args = parser.parse_args(argv)
+    args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    unknown = sorted(set(args.paths) - set(PRECISION_PATHS))
+    if unknown:
+        parser.error(f"unknown path(s) {', '.join(unknown)}; valid: {', '.join(PRECISION_PATHS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    for name in ("transformers", "sentence_transformers", "rerankers", "httpx"):
+    for name in ("transformers", "sentence_transformers", "rerankers", "httpx", "nncf", "taskrank"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
     import torch
@@ -282,6 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     device_name = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     )
+    if args.precision:
+        import warnings
+
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao's, said once below
     print(
         f"device {device} ({device_name}), dtype {args.dtype}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
@@ -292,7 +548,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "device_name": device_name,
         "dtype": args.dtype,
         "argv": sys.argv[1:],
+        "threads": torch.get_num_threads(),
     }
+    if args.precision:
+        precision_main(args, minilm, workdir, device, results)
+        args.skip = ["cross-encoder", "monot5"]
 
     if "cross-encoder" not in args.skip:
         from sentence_transformers import CrossEncoder

@@ -32,6 +32,7 @@ from .bi_encoder import BiEncoderReranker
 from .cross_encoder import CrossEncoderReranker
 from .loading import Source, architectures_of, load_config, load_model, load_tokenizer, resolve_source
 from .monot5 import MonoT5Reranker
+from .quantize import QUANTIZE_MODES, check_quantize, quantize_reranker
 from .query_likelihood import QueryLikelihoodReranker
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ def load_reranker(
     batch_size: int = 32,
     max_length: int | None = None,
     max_tokens: int | None = None,
+    quantize: str | None = None,
     **options: Any,
 ) -> Reranker:
     """Load a re-ranker of family ``kind`` from a checkpoint directory, a hub id, or a model in memory.
@@ -143,6 +145,10 @@ def load_reranker(
         max_length: maximum input length in tokens, used as given; ``None`` (the default): the
             model's own (a sentence-transformers folder's ``max_seq_length``), else
             :data:`DEFAULT_MAX_LENGTH` (512). :func:`scoring_settings` tells the value beforehand.
+        quantize: ``None``/``"none"``, or ``"int8"``: score through an int8 OpenVINO model
+            converted from the float32 one (CPU only; monot5, cross-encoder, bi-encoder; the
+            ``openvino`` extra). A snapshot: later in-place weight updates are not seen
+            (:mod:`taskrank.rerankers.quantize`).
         **options: family options, e.g. ``true_token``/``false_token`` (monot5),
             ``relevant_label`` (cross-encoder), ``pooling``/``normalize``/``similarity``
             (bi-encoder), ``max_document_length``/``max_query_length`` (query-likelihood).
@@ -155,6 +161,7 @@ def load_reranker(
     import torch
 
     cls = _check_arguments(kind, options, max_length, max_tokens, batch_size)
+    mode = check_quantize(quantize, kind)
     if isinstance(model, torch.nn.Module):
         ready = _adopt(cls, model, tokenizer, device, dtype, max_length, max_tokens, options)
     elif isinstance(model, (str, os.PathLike)):
@@ -163,7 +170,7 @@ def load_reranker(
         raise ConfigError(
             f"model must be a path, a hub id or a transformers model, got {type(model).__name__}"
         )
-    return cls(
+    reranker = cls(
         ready.model,
         ready.tokenizer,
         device=ready.device,
@@ -173,6 +180,7 @@ def load_reranker(
         source=ready.label,
         **ready.settings.options,
     )
+    return quantize_reranker(reranker, mode)
 
 
 @dataclass(frozen=True)
@@ -333,6 +341,7 @@ _ABSOLUTE_POSITIONS = frozenset({"bert", "roberta", "xlm-roberta", "distilbert",
 __all__ = [
     "DEFAULT_MAX_LENGTH",
     "KINDS",
+    "QUANTIZE_MODES",
     "REGISTRY",
     "BiEncoderReranker",
     "CrossEncoderReranker",
