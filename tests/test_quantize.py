@@ -97,9 +97,43 @@ def test_unknown_modes_and_unsupported_kinds_are_refused_before_loading(tmp_path
         load_reranker(missing, "query-likelihood", quantize="int8")
 
 
-def test_bfloat16_weights_are_refused(bert_trio):
+def test_bfloat16_weights_are_refused(bert_trio, tmp_path):
+    missing = tmp_path / "no-such-model"  # never read: a dtype given is refused before loading
+    with pytest.raises(ConfigError, match=r"dtype bfloat16 cannot be used with quantize int8, which conv"):
+        load_reranker(missing, "cross-encoder", device="cpu", dtype="bfloat16", quantize="int8")
+    model = load_reranker(bert_trio["ranker"], "cross-encoder", dtype="bfloat16").model
     with pytest.raises(ConfigError, match=r"converts float32 weights; .* is in bfloat16"):
-        load_reranker(bert_trio["ranker"], "cross-encoder", device="cpu", dtype="bfloat16", quantize="int8")
+        load_reranker(model, "cross-encoder", tokenizer=str(bert_trio["ranker"]), quantize="int8")
+
+
+def test_auto_is_float32_under_int8(openvino, monkeypatch, bert_trio):
+    from taskrank import devices
+    from taskrank.rerankers.quantize import choose_scoring_dtype
+
+    monkeypatch.setattr(devices, "cpu_bf16_feature", lambda: "amx_bf16")  # auto alone: bfloat16
+    assert choose_scoring_dtype("auto", "none").name == "bfloat16"
+    assert choose_scoring_dtype("auto", "int8").describe() == (
+        "float32 (auto: quantize int8 scores from float32 weights)"
+    )
+    rr = load_reranker(bert_trio["ranker"], "cross-encoder", device="cpu", dtype="auto", quantize="int8")
+    assert isinstance(rr.model, OpenVINOModel)
+
+
+def test_a_quantized_copy_keeps_the_torch_model_and_a_cached_ir_scores_the_same(
+    openvino, bert_trio, tmp_path
+):
+    from taskrank.rerankers.quantize import IRCache, quantized_copy
+
+    rr = load_reranker(bert_trio["ranker"], "cross-encoder", device="cpu", batch_size=4)
+    cache = IRCache(tmp_path / "ir", {"model": "ranker"})
+    first = quantized_copy(rr, "int8", cache=cache)
+    assert isinstance(rr.model, torch.nn.Module) and isinstance(first.model, OpenVINOModel)
+    assert not first.model.from_cache and cache.problem() is None
+    second = quantized_copy(rr, "int8", cache=cache)
+    assert second.model.from_cache
+    np.testing.assert_array_equal(first.score(PAIRS), second.score(PAIRS))
+    # the folder of other inputs (copied or renamed) is not used
+    assert "made for other weights" in IRCache(tmp_path / "ir", {"model": "domain"}).problem()
 
 
 def test_a_gpu_is_refused(bert_trio):

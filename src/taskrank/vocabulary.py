@@ -37,6 +37,10 @@ ScoringDtype = Literal["auto", "float32", "bfloat16", "float16"]
 #: float32 elsewhere (:func:`taskrank.devices.choose_dtype`).
 SCORING_DTYPES: tuple[str, ...] = get_args(ScoringDtype)
 
+Quantize = Literal["none", "int8"]
+#: Quantised scoring (``scoring.quantize``, ``--quantize``): none, or int8 through OpenVINO on the
+#: CPU (:mod:`taskrank.rerankers.quantize`).
+
 TrainingDtype = Literal["auto", "float32", "bfloat16"]
 #: Training precisions of ``adapt`` and ``train``: ``auto`` is bfloat16 autocast on a GPU that has it.
 TRAINING_DTYPES: tuple[str, ...] = get_args(TrainingDtype)
@@ -165,6 +169,7 @@ __all__ = [
     "LabelFreeStrategy",
     "Mode",
     "Objective",
+    "Quantize",
     "ScoringDtype",
     "SignificanceTest",
     "TrainableKind",

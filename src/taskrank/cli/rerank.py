@@ -13,7 +13,7 @@ import typer
 from ..errors import ConfigError, DataError
 
 # not ..rerankers: no numpy at start-up; typer lists a Literal's values as the choices
-from ..vocabulary import DEVICES_TEXT, DTYPES, Kind
+from ..vocabulary import DEVICES_TEXT, DTYPES, Kind, Quantize
 
 if TYPE_CHECKING:
     from ..config import ExecutionConfig
@@ -95,6 +95,12 @@ def rerank_command(
         min=1,
         help=THREADS_HELP,
     ),
+    quantize: Quantize = typer.Option(
+        "none",
+        "--quantize",
+        help="int8: score through OpenVINO with int8 weights and activations (CPU only; monot5, "
+        "cross-encoder, bi-encoder; float32 weights: --dtype auto means float32; the openvino extra).",
+    ),
     option: list[str] = typer.Option(
         [], "--option", help="Family option KEY=VALUE, e.g. true_token=▁yes (repeatable)."
     ),
@@ -123,8 +129,11 @@ def rerank_command(
     """Re-rank the top-k candidates of each query with a model of the given family."""
     from ..atomic import check_output
     from ..experiment.ray_data import RerankerSpec
+    from ..rerankers.quantize import check_quantize
 
-    spec = RerankerSpec(model, kind, device, dtype, batch_size, max_length, max_tokens, parse_options(option))
+    check_quantize(quantize, kind)  # before the data is read
+    options = parse_options(option)
+    spec = RerankerSpec(model, kind, device, dtype, batch_size, max_length, max_tokens, options, quantize)
     execution = execution_settings(engine, address, workers, cpus_per_worker, gpus_per_worker)
     check_output(out, overwrite)
     run, data = load_candidates(dataset, split, candidates, top_k, quiet)
@@ -188,7 +197,7 @@ def rerank_here(
     run: Run, data: Any, spec: RerankerSpec, top_k: int, threads: int | None, quiet: bool, split: str
 ) -> tuple[Run, str]:
     """The local engine: the model in this process. Returns the run and where it was scored."""
-    from ..devices import choose_dtype
+    from ..rerankers.quantize import choose_scoring_dtype
     from ..threads import resolve_threads, torch_threads
 
     with torch_threads(resolve_threads(threads)) as used:
@@ -196,8 +205,16 @@ def rerank_here(
         result = reranker.rerank(
             run, data.corpus, data.queries, top_k=top_k, progress=not quiet, label=f"{split} split"
         )
-    dtype = choose_dtype(spec.dtype, reranker.device).describe()
-    return result, f"{reranker.device}, {dtype}, {used} CPU thread(s)"
+    dtype = choose_scoring_dtype(spec.dtype, spec.quantize or "none", reranker.device).describe()
+    return result, f"{reranker.device}, {dtype}{quantized(spec)}, {used} CPU thread(s)"
+
+
+def quantized(spec: RerankerSpec) -> str:
+    """``", int8 (OpenVINO 2026.4.1, NNCF 3.4.0)"`` for the summary line; nothing without quantisation."""
+    from ..rerankers.quantize import describe_quantize
+
+    mode = spec.quantize or "none"
+    return "" if mode == "none" else f", {describe_quantize(mode)}"
 
 
 def rerank_on_workers(
@@ -224,7 +241,8 @@ def rerank_on_workers(
         progress=not quiet,
         label=f"{split} split",
     )
-    return result.run, f"Ray: {len(result.workers)} worker(s) ({', '.join(result.workers)}), {result.dtype}"
+    where = f"Ray: {len(result.workers)} worker(s) ({', '.join(result.workers)}), {result.dtype}"
+    return result.run, where + quantized(spec)
 
 
 def register(app: typer.Typer) -> None:

@@ -43,6 +43,17 @@ def with_execution(experiment: ExperimentConfig, engine: str | None, address: st
     return experiment.model_copy(update={"execution": execution})
 
 
+def with_quantize(experiment: ExperimentConfig, quantize: str) -> ExperimentConfig:
+    """``experiment`` with ``scoring.quantize`` set to ``--quantize`` and validated again (a kind,
+    dtype or device int8 cannot serve is refused). Unlike ``--threads`` it changes the scores: the
+    results folder's ``config.yaml`` records it, and it is part of the experiment's fingerprint."""
+    from ..config import parse_config
+
+    data = experiment.model_dump(mode="json")
+    data["scoring"]["quantize"] = quantize.strip().lower()
+    return parse_config(data, f"{experiment.name!r} with --quantize {quantize}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_command(
@@ -61,16 +72,24 @@ def register(app: typer.Typer) -> None:
         address: str | None = typer.Option(
             None, "--address", help="Ray cluster to join with --engine ray ('auto', 'ray://host:10001')"
         ),
+        quantize: str | None = typer.Option(
+            None,
+            "--quantize",
+            help="none | int8: scoring.quantize for this run (default: the config's); int8 changes the "
+            "scores, so the results folder's config records it",
+        ),
     ) -> None:
         """Run a whole experiment: BM25, re-ranking, task-arithmetic merges, fusion, significance, report."""
         from ..config import load_config
         from ..experiment import plan_experiment, run_experiment
 
+        experiment = load_config(config)
+        if quantize is not None:  # the plan's keys too: int8 steps are cached under their own
+            experiment = with_quantize(experiment, quantize)
         if dry_run:
-            typer.echo(plan_experiment(config, overwrite=overwrite))
+            typer.echo(plan_experiment(experiment, overwrite=overwrite))
             return
         _quiet_transformers()
-        experiment = load_config(config)
         if threads is not None:  # a machine setting: not part of the experiment's fingerprint
             scoring = experiment.scoring.model_copy(update={"threads": threads})
             experiment = experiment.model_copy(update={"scoring": scoring})

@@ -133,6 +133,7 @@ class ExperimentConfig(StrictModel):
             raise ValueError(
                 f"scoring.top_k ({self.scoring.top_k}) exceeds first_stage.k ({self.first_stage.k})"
             )
+        self._check_quantize()
         has_dev = self.dataset.dev is not None
         for i, system in enumerate(self.systems):
             if isinstance(system, SweepSystem) and system.select_on == "dev" and not has_dev:
@@ -146,6 +147,21 @@ class ExperimentConfig(StrictModel):
         if self.significance.baselines is not None:
             self._check_baselines(self.significance.baselines, seen)
         return self
+
+    def _check_quantize(self) -> None:
+        """int8 scoring replaces the model call of some families only: every family scored must be one."""
+        from ..rerankers.quantize import QUANTIZABLE_KINDS
+
+        quantize = self.scoring.quantize
+        if quantize == "none" or self.models is None:
+            return
+        for key in ("kind", "domain_kind"):
+            kind = getattr(self.models, key)
+            if kind is not None and kind not in QUANTIZABLE_KINDS:
+                raise ValueError(
+                    f"scoring.quantize {quantize} supports models.{key} {', '.join(QUANTIZABLE_KINDS)}, "
+                    f"not {kind!r} (use quantize none)"
+                )
 
     def _check_label_free(self, i: int, system: object) -> None:
         """Pseudo-queries need BM25 (a run file has no candidates for them); the deciding
@@ -233,6 +249,8 @@ class ExperimentConfig(StrictModel):
         data["scoring"].pop("batch_size", None)
         data["scoring"].pop("device", None)
         data["scoring"].pop("threads", None)
+        if data["scoring"].get("quantize") == "none":  # the default: fingerprints of before stay
+            data["scoring"].pop("quantize")
         data["report"].pop("plots", None)
         data["report"].pop("latex", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

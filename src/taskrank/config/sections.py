@@ -15,6 +15,7 @@ from ..vocabulary import (
     KINDS,
     Correction,
     Kind,
+    Quantize,
     ScoringDtype,
     SignificanceTest,
     VocabPolicy,
@@ -142,12 +143,35 @@ class ScoringConfig(StrictModel):
         "worker's execution.cpus_per_worker); recorded in environment.json",
     )
 
+    quantize: Quantize = Field(
+        "none",
+        description="int8: score through OpenVINO with int8 weights and activations (CPU only; monot5, "
+        "cross-encoder and bi-encoder; float32 weights, so dtype auto means float32; the openvino extra). "
+        "Each model state's compressed model is cached under cache_dir/openvino",
+    )
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
         if not DEVICE_PATTERN.match(value):
             raise ValueError(f"device {value!r} is not one of {DEVICES_TEXT}")
         return value
+
+    @model_validator(mode="after")
+    def _quantizable(self) -> ScoringConfig:
+        if self.quantize == "none":
+            return self
+        if self.dtype in ("bfloat16", "float16"):
+            raise ValueError(
+                f"scoring.quantize {self.quantize} converts float32 weights; scoring.dtype {self.dtype} "
+                "cannot be used with it (use float32 or auto, or quantize none)"
+            )
+        if self.device != "cpu" and self.device != "auto":
+            raise ValueError(
+                f"scoring.quantize {self.quantize} runs on the CPU only; scoring.device is {self.device!r} "
+                "(use cpu, or quantize none)"
+            )
+        return self
 
 
 class FusionConfig(StrictModel):

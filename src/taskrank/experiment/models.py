@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A step's inputs as they are hashed into its key (JSON values).
+Inputs = dict[str, object]
+
 
 @dataclass(frozen=True)
 class ModelState:
@@ -71,6 +74,16 @@ class Scoring:
     batch_size: int
     top_k: int
     dtype_reason: str = "the default"  # "the default", "as asked", "auto: the CPU has amx_bf16", …
+    quantize: str = "none"  # "none" or "int8" (scoring.quantize)
+    #: with int8: the versions its scores depend on, (("nncf", "3.4.0"), ("openvino", "2026.4.1"))
+    quantize_versions: tuple[tuple[str, str], ...] = ()
+
+    def describe_quantize(self) -> str:
+        """``"int8 (OpenVINO 2026.4.1, NNCF 3.4.0)"``; ``"none"`` without quantisation."""
+        if self.quantize == "none":
+            return "none"
+        found = dict(self.quantize_versions)
+        return f"{self.quantize} (OpenVINO {found.get('openvino')}, NNCF {found.get('nncf')})"
 
     def of(self, role: str) -> ScoringSettings:
         """The settings ``role`` ("ranker", "merge" or "domain") is scored with."""
@@ -85,6 +98,7 @@ class Scoring:
             "options": dict(sorted(self.main.options.items())),
             "dtype": self.dtype,
             "dtype_reason": self.dtype_reason,
+            **({"quantize": self.describe_quantize()} if self.quantize != "none" else {}),
             "batch_size": self.batch_size,
             "top_k": self.top_k,
         }
@@ -98,7 +112,10 @@ class Scoring:
         text = f"{self.main.kind}, {self.main.describe(self.max_length_from)}"
         # the reason only where auto chose: a dtype given, or the default, reads as it always did
         why = f" ({self.dtype_reason})" if self.dtype_reason.startswith("auto") else ""
-        text += f", dtype {self.dtype}{why}, batch size {self.batch_size}, top {self.top_k}"
+        text += f", dtype {self.dtype}{why}"
+        if self.quantize != "none":
+            text += f", {self.describe_quantize()}"
+        text += f", batch size {self.batch_size}, top {self.top_k}"
         if self.domain is not None:
             text += f"; the domain model as {self.domain.kind}, {self.domain.describe(self.max_length_from)}"
         return text
@@ -111,8 +128,8 @@ def resolve_scoring(
     weights); ``None`` when nothing is re-ranked. Unknown options, a family that does not fit
     or a ``max_length`` past the model's positions are errors here, before any scoring.
     ``scoring.dtype: auto`` is resolved for ``device`` (the CPU when ``None``)."""
-    from ..devices import choose_dtype
     from ..rerankers import scoring_settings
+    from ..rerankers.quantize import backend_versions, choose_scoring_dtype
 
     models = config.models
     if models is None or not checkpoints.paths:
@@ -141,16 +158,78 @@ def resolve_scoring(
     else:
         origin = f"the {role}'s {main.max_length_from}"
     try:
-        dtype = choose_dtype(scoring.dtype, device)
+        dtype = choose_scoring_dtype(scoring.dtype, scoring.quantize, device)
     except ConfigError as exc:  # float16 on the CPU: say which setting asked for it
         raise ConfigError(f"scoring.dtype: {exc}") from None
+    versions: tuple[tuple[str, str], ...] = ()
+    if scoring.quantize != "none":
+        if device is not None and device.type != "cpu":
+            raise ConfigError(
+                f"scoring.quantize {scoring.quantize} runs on the CPU only; scoring.device "
+                f"{scoring.device!r} chose {device} (set scoring.device: cpu, or quantize none)"
+            )
+        versions = tuple(sorted(backend_versions(scoring.quantize).items()))
     return Scoring(
-        main, domain, origin, dtype.name, scoring.batch_size, scoring.top_k, dtype_reason=dtype.reason
+        main,
+        domain,
+        origin,
+        dtype.name,
+        scoring.batch_size,
+        scoring.top_k,
+        dtype_reason=dtype.reason,
+        quantize=scoring.quantize,
+        quantize_versions=versions,
     )
 
 
+def model_inputs(state: ModelState, config: ExperimentConfig, checkpoints: Checkpoints, dtype: str) -> Inputs:
+    """The weights of ``state``, as the checkpoints' fingerprints and the merge settings (the
+    ``model`` of a re-ranking step's key)."""
+    fp = checkpoints.fingerprints
+    if state.role == "domain":
+        return {"domain": fp["domain"]}
+    if state.role == "ranker":
+        return {"ranker": fp["ranker"]}
+    merged: Inputs = {
+        "ranker": fp["ranker"],
+        "domain": fp["domain"],
+        "pretrained": fp["pretrained"],
+        "alpha": state.alpha,
+        "layers": list(state.layers) if state.layers is not None else None,
+        "mode": state.mode,
+        "vocab_policy": config.trio().vocab_policy,
+    }
+    if dtype != "float32":
+        # a merge scored in bfloat16 is now made from the ranker's float32 tensors (it was made
+        # from their bfloat16 rounding): new keys for these values only, float32 keys unchanged
+        merged["originals"] = "float32"
+    return merged
+
+
+def ir_inputs(
+    state: ModelState, config: ExperimentConfig, checkpoints: Checkpoints, scoring: Scoring
+) -> Inputs:
+    """What the compressed OpenVINO model of ``state`` depends on (the key of its folder in the
+    IR cache): the weights (:func:`model_inputs`), the family and tokenizer it was traced with,
+    the quantisation and the versions of OpenVINO and NNCF."""
+    from ..rerankers.quantize import IR_FORMAT, WEIGHTS
+
+    return {
+        "model": model_inputs(state, config, checkpoints, scoring.dtype),
+        "kind": scoring.of(state.role).kind,
+        "tokenizer": None if state.role == "domain" else config.trio().tokenizer,
+        "quantize": scoring.quantize,
+        "weights": WEIGHTS,
+        "versions": dict(scoring.quantize_versions),
+        "format": IR_FORMAT,
+    }
+
+
 class ModelPool:
-    """Loads each model at most once and moves the ranker between α states in place."""
+    """Loads each model at most once and moves the ranker between α states in place. With
+    ``scoring.quantize`` the torch model stays the one the α sweep moves, and each state scores
+    through the int8 model of its weights, read from the IR cache (``<cache_dir>/openvino``) or
+    converted and cached there; one compiled model is held at a time."""
 
     def __init__(
         self,
@@ -169,6 +248,9 @@ class ModelPool:
         self._ranker: Reranker | None = None
         self._domain: Reranker | None = None
         self._sweep: AlphaSweep | None = None
+        self._int8: tuple[ModelState, Reranker] | None = None  # the compiled model of one state
+        #: with scoring.quantize: per model state made, what its int8 model took and where it came from
+        self.conversions: list[dict[str, Any]] = []
 
     def _load(self, role: str, settings: ScoringSettings, tokenizer: str | None) -> Reranker:
         from ..rerankers import load_reranker
@@ -188,7 +270,36 @@ class ModelPool:
         )
 
     def reranker(self, state: ModelState) -> Reranker:
-        """A re-ranker whose model holds the weights of ``state``."""
+        """A re-ranker whose model holds the weights of ``state`` (with ``scoring.quantize``: the
+        int8 model of these weights, read from the IR cache or converted and cached)."""
+        reranker = self._torch(state)
+        if self.scoring.quantize == "none":
+            return reranker
+        if self._int8 is not None and self._int8[0] == state:
+            return self._int8[1]
+        from ..progress import announce
+        from ..rerankers.quantize import IRCache, quantized_copy
+        from .cache import digest
+
+        self._int8 = None  # the previous state's compiled model goes first
+        inputs = ir_inputs(state, self.config, self.checkpoints, self.scoring)
+        cache = IRCache(self.config.cache_path() / "openvino" / digest(inputs)[:32], inputs)
+        quantized = quantized_copy(reranker, self.scoring.quantize, cache=cache)
+        model: Any = quantized.model
+        self.conversions.append(
+            {
+                "model": state.label(),
+                "seconds": round(model.convert_seconds, 3),
+                "from_cache": model.from_cache,
+            }
+        )
+        how = "read from the cache and compiled" if model.from_cache else "converted, compressed and compiled"
+        announce(f"int8 model of the {state.label()}: {how} in {model.convert_seconds:.1f} s", self.progress)
+        self._int8 = (state, quantized)
+        return quantized
+
+    def _torch(self, state: ModelState) -> Reranker:
+        """The torch re-ranker, its weights moved to ``state``'s."""
         models = self.config.trio()
         if state.role == "domain":
             if self._domain is None:
@@ -223,10 +334,12 @@ class ModelPool:
         """Free the domain model (before the ranker is loaded, so both never share the device)."""
         if self._domain is not None:
             self._domain = None
+            if self._int8 is not None and self._int8[0].role == "domain":
+                self._int8 = None
             _free_device_memory()
 
     def close(self) -> None:
-        self._ranker = self._domain = self._sweep = None
+        self._ranker = self._domain = self._sweep = self._int8 = None
         _free_device_memory()
 
 

@@ -82,6 +82,7 @@ class RerankerSpec:
     max_length: int | None = None
     max_tokens: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    quantize: str | None = None  # None or "none": as loaded; "int8": OpenVINO int8 on each worker
 
     def load(self) -> Reranker:
         """The re-ranker, weights and all, on its device."""
@@ -95,6 +96,7 @@ class RerankerSpec:
             batch_size=self.batch_size,
             max_length=self.max_length,
             max_tokens=self.max_tokens,
+            quantize=self.quantize,
             **self.options,
         )
 
@@ -173,13 +175,15 @@ class Scorer:
         return {"unit": np.concatenate(units), "value": np.concatenate(values)}
 
 
-def _probe(device: str, dtype: str | None) -> dict[str, str]:
+def _probe(device: str, dtype: str | None, quantize: str | None = None) -> dict[str, str]:
     """A worker's versions, the device ``device`` resolves to there, and the dtype ``dtype``
-    stands for on it, with why (``auto`` looks at the worker's hardware; a Ray task)."""
-    from ..devices import choose_dtype, resolve_device
+    stands for on it, with why (``auto`` looks at the worker's hardware, unless ``quantize``
+    int8 makes it float32; a Ray task)."""
+    from ..devices import resolve_device
+    from ..rerankers.quantize import choose_scoring_dtype
 
     where = resolve_device(device)
-    choice = choose_dtype(dtype, where)
+    choice = choose_scoring_dtype(dtype, quantize or "none", where)
     return {**process_versions(), "device": str(where), "dtype": choice.name, "dtype_reason": choice.reason}
 
 
@@ -325,7 +329,8 @@ def _check_workers(pool: _Pool, spec: RerankerSpec, progress: bool) -> tuple[lis
     Returns the workers and their dtype with why (``"bfloat16 (auto: the CPU has amx_bf16)"``)."""
     remote = pool.ray.remote(**pool.resources(gpus=True))(_probe)
     try:
-        reports = pool.ray.get([remote.remote(spec.device, spec.dtype) for _ in range(pool.count)])
+        probes = [remote.remote(spec.device, spec.dtype, spec.quantize) for _ in range(pool.count)]
+        reports = pool.ray.get(probes)
     except pool.ray.exceptions.RayError as exc:
         raise worker_error(exc) from exc
     check_versions(process_versions(), reports)

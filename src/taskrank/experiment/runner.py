@@ -225,10 +225,31 @@ class Experiment:
             # "auto: the CPU has amx_bf16", …; none when no model scored anything
             "dtype": scoring.dtype if scoring is not None else None,
             "dtype_reason": scoring.dtype_reason if scoring is not None else "nothing was re-ranked",
+            **self._quantize_record(),
             "seed": self.config.seed,
             # torch's intra-op threads while scoring (scoring.threads, else the cores this process may use)
             "threads": self.steps.threads,
             "engine": self.config.execution.engine,
+        }
+
+    def _quantize_record(self) -> dict[str, object]:
+        """environment.json's ``quantize`` (none, or int8 with its OpenVINO and NNCF versions) and,
+        with int8, ``int8_models``: the int8 model of each model state, the seconds it took and
+        whether its IR came from the cache (on Ray: made on the workers, which log it)."""
+        scoring = self.steps.resolved_scoring
+        if scoring is None or scoring.quantize == "none":
+            return {"quantize": "none"}
+        pool = self.steps.pool
+        conversions = list(pool.conversions) if pool is not None else []
+        made = [c for c in conversions if not c["from_cache"]]
+        return {
+            "quantize": scoring.describe_quantize(),
+            "int8_models": {
+                "converted": len(made),
+                "from_cache": len(conversions) - len(made),
+                "seconds": round(sum(c["seconds"] for c in conversions), 3),
+                "states": conversions if self.config.execution.engine == "local" else "on the Ray workers",
+            },
         }
 
     def _compute(self) -> ResultsJson:

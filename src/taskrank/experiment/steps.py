@@ -23,7 +23,7 @@ from ..errors import DataError
 from ..threads import torch_threads
 from ..vocabulary import canonical_metric
 from .cache import StepCache, digest
-from .models import ModelPool, ModelState, Scoring
+from .models import Inputs, ModelPool, ModelState, Scoring, model_inputs
 from .preflight import Checkpoints, Data, Split
 
 if TYPE_CHECKING:
@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 
 Run = dict[str, dict[str, float]]
 """A TREC run in memory: ``{query id: {document id: score}}``."""
-
-#: A step's inputs as they are hashed into its key (JSON values).
-Inputs = dict[str, object]
 
 
 @dataclass
@@ -130,32 +127,14 @@ class Steps:
 
     def model_id(self, state: ModelState) -> Inputs:
         """The weights of ``state``, as the checkpoints' fingerprints and the merge settings."""
-        fp = self.ckpts.fingerprints
-        if state.role == "domain":
-            return {"domain": fp["domain"]}
-        if state.role == "ranker":
-            return {"ranker": fp["ranker"]}
-        merged: Inputs = {
-            "ranker": fp["ranker"],
-            "domain": fp["domain"],
-            "pretrained": fp["pretrained"],
-            "alpha": state.alpha,
-            "layers": list(state.layers) if state.layers is not None else None,
-            "mode": state.mode,
-            "vocab_policy": self.config.trio().vocab_policy,
-        }
-        if self.scoring.dtype != "float32":
-            # a merge scored in bfloat16 is now made from the ranker's float32 tensors (it was made
-            # from their bfloat16 rounding): new keys for these values only, float32 keys unchanged
-            merged["originals"] = "float32"
-        return merged
+        return model_inputs(state, self.config, self.ckpts, self.scoring.dtype)
 
     def scoring_id(self, state: ModelState) -> Inputs:
         """How ``state`` is scored."""
         # the resolved settings, not the config's: a changed default of the ranker's folder
         # (its max_seq_length, pooling…) makes new keys
         settings = self.scoring.of(state.role)
-        return {
+        inputs: Inputs = {
             "kind": settings.kind,
             "options": dict(sorted(settings.options.items())),
             "tokenizer": None if state.role == "domain" else self.config.trio().tokenizer,
@@ -164,6 +143,16 @@ class Steps:
             "dtype": self.scoring.dtype,
             "device": self.device.type if self.device is not None else None,
         }
+        if self.scoring.quantize != "none":  # only then: every other key stays as it was
+            from ..rerankers.quantize import ACTIVATION_GROUP, WEIGHTS
+
+            inputs["quantize"] = {
+                "mode": self.scoring.quantize,
+                "weights": WEIGHTS,
+                "activation_group": ACTIVATION_GROUP,
+                **dict(self.scoring.quantize_versions),
+            }
+        return inputs
 
     def rerank_inputs(self, state: ModelState, split: Split) -> Inputs:
         """The inputs of the re-ranking of ``split`` by ``state``."""

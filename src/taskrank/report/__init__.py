@@ -34,9 +34,11 @@ The results dict holds:
 - ``notes``: notes on the run as a whole, listed under the report's Notes after the dataset's
   (optional; an experiment writes none today)
 - ``environment``: versions, device, dtype and ``dtype_reason`` (why: ``the default``, ``as asked``,
-  ``auto: the CPU has amx_bf16``…), seed, threads (optional)
+  ``auto: the CPU has amx_bf16``…), ``quantize`` (``none``, or ``int8 (OpenVINO …, NNCF …)`` with
+  ``int8_models``: conversions, cache reads, seconds), seed, threads (optional)
 - ``scoring``: the settings every system was scored with, ``{"kind", "max_length", "max_length_from",
-  "options", "dtype", "dtype_reason", "batch_size", "top_k", "description"}`` (optional)
+  "options", "dtype", "dtype_reason", "quantize" (int8 only), "batch_size", "top_k", "description"}``
+  (optional)
 
 Plots are drawn with matplotlib's Agg canvas (no display needed).
 """

@@ -32,7 +32,7 @@ from .bi_encoder import BiEncoderReranker
 from .cross_encoder import CrossEncoderReranker
 from .loading import Source, architectures_of, load_config, load_model, load_tokenizer, resolve_source
 from .monot5 import MonoT5Reranker
-from .quantize import QUANTIZE_MODES, check_quantize, quantize_reranker
+from .quantize import QUANTIZE_MODES, check_quantize, choose_scoring_dtype, quantize_reranker
 from .query_likelihood import QueryLikelihoodReranker
 
 if TYPE_CHECKING:
@@ -147,7 +147,8 @@ def load_reranker(
             :data:`DEFAULT_MAX_LENGTH` (512). :func:`scoring_settings` tells the value beforehand.
         quantize: ``None``/``"none"``, or ``"int8"``: score through an int8 OpenVINO model
             converted from the float32 one (CPU only; monot5, cross-encoder, bi-encoder; the
-            ``openvino`` extra). A snapshot: later in-place weight updates are not seen
+            ``openvino`` extra). ``dtype="auto"`` is float32 then; bfloat16 and float16 are
+            refused. A snapshot: later in-place weight updates are not seen
             (:mod:`taskrank.rerankers.quantize`).
         **options: family options, e.g. ``true_token``/``false_token`` (monot5),
             ``relevant_label`` (cross-encoder), ``pooling``/``normalize``/``similarity``
@@ -162,6 +163,8 @@ def load_reranker(
 
     cls = _check_arguments(kind, options, max_length, max_tokens, batch_size)
     mode = check_quantize(quantize, kind)
+    if mode != "none" and dtype is not None:  # int8 converts float32: auto is float32, bf16 refused now
+        dtype = choose_scoring_dtype(dtype, mode).name
     if isinstance(model, torch.nn.Module):
         ready = _adopt(cls, model, tokenizer, device, dtype, max_length, max_tokens, options)
     elif isinstance(model, (str, os.PathLike)):

@@ -14,36 +14,49 @@ all-MiniLM-L6-v2 bi-encoder and cross-encoder 1.5-1.9× as fast as float32 with 
 0.005 on Cranfield. OpenVINO and NNCF are an optional extra (``pip install taskrank[openvino]``).
 
 The compiled model is a snapshot: later in-place updates of the torch model (an α sweep) are not
-seen; quantise each merged model anew.
+seen; quantise each merged model anew (:func:`quantized_copy` keeps the torch model for that). The
+compressed model can be kept on disk as OpenVINO IR (:class:`IRCache`), so that the same weights
+are read and compiled next time instead of converted again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, redirect_stdout
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
 
 from ..errors import ConfigError, ModelError
+from ..vocabulary import Quantize
 
 if TYPE_CHECKING:
     import torch
 
+    from ..devices import DtypeChoice
     from .base import Reranker
 
 logger = logging.getLogger(__name__)
 
 #: The values of ``quantize`` (``scoring.quantize``, ``--quantize``); ``none`` scores as loaded.
-QUANTIZE_MODES: tuple[str, ...] = ("none", "int8")
+QUANTIZE_MODES: tuple[str, ...] = get_args(Quantize)
 #: The families whose model calls the int8 path replaces.
 QUANTIZABLE_KINDS: tuple[str, ...] = ("monot5", "cross-encoder", "bi-encoder")
 #: Activations are quantised per group of this many values (OpenVINO's CPU default, fixed here so
 #: that scores do not move with OpenVINO's defaults).
 ACTIVATION_GROUP = 32
+#: How NNCF compresses the weights (per output channel, asymmetric): part of every int8 key.
+WEIGHTS = "int8_asym"
 _INSTALL = "pip install 'taskrank[openvino]' (openvino and nncf)"
+#: The layout of a cached IR folder (:class:`IRCache`); part of its key, bumped when it changes.
+IR_FORMAT = 1
+_IR_FILES = ("model.xml", "model.bin")
 
 
 def check_quantize(mode: str | None, kind: str) -> str:
@@ -92,6 +105,7 @@ class OpenVINOModel:
         self.config = config
         self.dtype = None
         self.convert_seconds = convert_seconds
+        self.from_cache = False  # whether the compressed model was read from an IRCache
 
     def __call__(self, **inputs: Any) -> Any:
         """Run one batch; unknown keyword arguments (``use_cache``) are the torch model's, ignored."""
@@ -170,7 +184,147 @@ def _quiet_nncf() -> Iterator[None]:
         nncf_logger.setLevel(level)
 
 
-def quantize_reranker(reranker: Reranker, mode: str, threads: int | None = None) -> Reranker:
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class IRCache:
+    """Where the compressed OpenVINO model (IR) of one set of weights is kept: a folder holding
+    ``model.xml``, ``model.bin`` and ``manifest.json`` (the ``inputs`` it was made for and each
+    file's sha256). It is written whole (a temporary folder renamed into place) and read only when
+    its manifest names these inputs and every file matches its sha256; otherwise a warning names
+    the folder and the reason, and the model is converted again and the folder replaced."""
+
+    folder: Path
+    inputs: Mapping[str, object]
+
+    def problem(self) -> str | None:
+        """Why the folder cannot be used; ``None`` when it can."""
+        try:
+            manifest = json.loads((self.folder / "manifest.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return "it has no manifest.json"
+        except (OSError, ValueError, RecursionError) as exc:
+            return f"its manifest.json cannot be read ({exc})"
+        if not isinstance(manifest, dict) or manifest.get("format") != IR_FORMAT:
+            return f"its manifest.json is not of format {IR_FORMAT}"
+        if manifest.get("inputs") != json.loads(json.dumps(dict(self.inputs))):
+            return "it was made for other weights or settings (copied or renamed from another folder)"
+        files = manifest.get("files")
+        for name in _IR_FILES:
+            file = self.folder / name
+            if not file.is_file():
+                return f"it lacks {name}"
+            if not isinstance(files, dict) or files.get(name) != _sha256(file):
+                return f"{name} does not match its sha256 in manifest.json (edited or damaged)"
+        return None
+
+    def read(self, ov: Any) -> Any | None:
+        """The cached model (not compiled), or ``None`` when absent or not to be trusted."""
+        if not self.folder.exists():
+            return None
+        problem = self.problem()
+        if problem is None:
+            try:
+                return ov.Core().read_model(str(self.folder / "model.xml"))
+            except RuntimeError as exc:  # OpenVINO's parser: a file that matches a bad manifest
+                problem = f"OpenVINO cannot read it ({' '.join(str(exc).split())[:200]})"
+        logger.warning("cached OpenVINO model %s is not used: %s; converting again", self.folder, problem)
+        return None
+
+    def write(self, ov: Any, model: Any) -> None:
+        """Save ``model`` into the folder (replacing an unusable one), atomically."""
+        from ..atomic import atomic_dir, write_json
+
+        with atomic_dir(self.folder, overwrite=True) as tmp:
+            # float32 kept as is: the cached model scores exactly as the one just converted
+            ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+            files = {name: _sha256(tmp / name) for name in _IR_FILES}
+            manifest = {"format": IR_FORMAT, "inputs": dict(self.inputs), "files": files}
+            write_json(tmp / "manifest.json", manifest, durable=False)
+
+
+def _backend(mode: str) -> tuple[Any, Any]:
+    """``(openvino, nncf)``; a :class:`ModelError` naming the install command when either is missing."""
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        raise ModelError(f"quantize {mode} needs OpenVINO and NNCF ({exc}); {_INSTALL}") from exc
+    return ov, nncf
+
+
+def backend_versions(mode: str = "int8") -> dict[str, str]:
+    """The versions of OpenVINO and NNCF (``{"openvino": "2026.4.1", "nncf": "3.4.0"}``), which
+    the int8 scores and the cached IR depend on; a :class:`ModelError` when they are missing."""
+    ov, nncf = _backend(mode)
+    return {"openvino": str(ov.__version__).split("-", 1)[0], "nncf": str(nncf.__version__)}
+
+
+def describe_quantize(mode: str) -> str:
+    """How a run scores, after its dtype: ``"int8 (OpenVINO 2026.4.1, NNCF 3.4.0)"``; ``""`` for none."""
+    if mode == "none":
+        return ""
+    found = backend_versions(mode)
+    return f"{mode} (OpenVINO {found['openvino']}, NNCF {found['nncf']})"
+
+
+def choose_scoring_dtype(dtype: str | torch.dtype | None, mode: str, device: Any = None) -> DtypeChoice:
+    """The dtype a re-ranker is loaded in with ``quantize=mode``: :func:`taskrank.devices.choose_dtype`'s
+    without quantisation; with int8, float32 (what it converts): ``auto`` resolves to it, and
+    bfloat16 or float16 are refused (a :class:`ConfigError`).
+
+    Example::
+
+        choose_scoring_dtype("auto", "int8").describe()
+        # "float32 (auto: quantize int8 scores from float32 weights)"
+    """
+    from ..devices import DtypeChoice, choose_dtype
+
+    if mode == "none":
+        return choose_dtype(dtype, device)
+    if dtype is not None and str(dtype).strip().lower() == "auto":
+        return DtypeChoice("float32", f"auto: quantize {mode} scores from float32 weights")
+    choice = choose_dtype(dtype, device)
+    if choice.name != "float32":
+        raise ConfigError(
+            f"dtype {choice.name} cannot be used with quantize {mode}, which converts float32 weights; "
+            "use dtype float32 or auto"
+        )
+    return choice
+
+
+def _output_name(kind: str) -> str:
+    return "last_hidden_state" if kind == "bi-encoder" else "logits"
+
+
+def _convert(reranker: Reranker, ov: Any, nncf: Any) -> Any:
+    """The OpenVINO model of ``reranker``'s torch model, its weights compressed to int8."""
+    import torch
+
+    model = reranker.model
+    if reranker.kind == "monot5":
+        module = _first_step(model)
+    elif reranker.kind == "bi-encoder":
+        module = getattr(model, "base_model", model)
+    else:
+        module = model
+    with torch.no_grad(), warnings.catch_warnings():
+        # transformers' branches on the mask are traced with the padded example on purpose
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        converted = ov.convert_model(module, example_input=_example(reranker))
+    with _quiet_nncf():
+        return nncf.compress_weights(converted, mode=nncf.CompressWeightsMode(WEIGHTS))
+
+
+def quantize_reranker(
+    reranker: Reranker, mode: str, threads: int | None = None, cache: IRCache | None = None
+) -> Reranker:
     """Make ``reranker`` score through an int8 OpenVINO model (in place; returned for chaining).
 
     Args:
@@ -178,8 +332,12 @@ def quantize_reranker(reranker: Reranker, mode: str, threads: int | None = None)
         mode: ``"int8"`` (``"none"`` returns it unchanged).
         threads: OpenVINO inference threads; default torch's current number (what
             :func:`taskrank.threads.torch_threads` set).
+        cache: where the compressed model (OpenVINO IR) of these weights is kept: read from there
+            when it is, saved there after a conversion otherwise (:class:`IRCache`).
 
     Raises :class:`ModelError` naming the install command when OpenVINO or NNCF is missing.
+    The model's ``convert_seconds`` says what conversion (or reading the cache) and compilation
+    took, ``from_cache`` whether the IR came from ``cache``.
 
     Example::
 
@@ -191,44 +349,54 @@ def quantize_reranker(reranker: Reranker, mode: str, threads: int | None = None)
     if mode == "none":
         return reranker
     _check_model(mode, reranker)
-    try:
-        import nncf
-        import openvino as ov
-    except ImportError as exc:
-        raise ModelError(f"quantize {mode} needs OpenVINO and NNCF ({exc}); {_INSTALL}") from exc
+    ov, nncf = _backend(mode)
     start = time.perf_counter()
-    model = reranker.model
-    if reranker.kind == "monot5":
-        module, output = _first_step(model), "logits"
-    elif reranker.kind == "bi-encoder":
-        module, output = getattr(model, "base_model", model), "last_hidden_state"
-    else:
-        module, output = model, "logits"
-    with torch.no_grad(), warnings.catch_warnings():
-        # transformers' branches on the mask are traced with the padded example on purpose
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        converted = ov.convert_model(module, example_input=_example(reranker))
-    with _quiet_nncf():
-        converted = nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    converted = cache.read(ov) if cache is not None else None
+    from_cache = converted is not None
+    if converted is None:
+        converted = _convert(reranker, ov, nncf)
+        if cache is not None:
+            cache.write(ov, converted)
     properties = {
         "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
         "INFERENCE_PRECISION_HINT": "f32",
         "DYNAMIC_QUANTIZATION_GROUP_SIZE": ACTIVATION_GROUP,
     }
     compiled = ov.Core().compile_model(converted, "CPU", properties)
-    wrapper = OpenVINOModel(compiled, output, model.config, time.perf_counter() - start)
+    config = reranker.model.config
+    wrapper = OpenVINOModel(compiled, _output_name(reranker.kind), config, time.perf_counter() - start)
+    wrapper.from_cache = from_cache
     reranker.model = wrapper  # type: ignore[assignment]
     if reranker.kind == "bi-encoder":
         reranker.encoder = wrapper  # type: ignore[attr-defined]
-    logger.info("%s quantised to int8 (OpenVINO) in %.1f s", reranker.source, wrapper.convert_seconds)
+    how = f"read from {cache.folder}" if from_cache and cache is not None else "quantised to int8 (OpenVINO)"
+    logger.info("%s %s in %.1f s", reranker.source, how, wrapper.convert_seconds)
     return reranker
+
+
+def quantized_copy(
+    reranker: Reranker, mode: str, threads: int | None = None, cache: IRCache | None = None
+) -> Reranker:
+    """A copy of ``reranker`` that scores through the int8 model of its current weights, while
+    ``reranker`` keeps its torch model (which an α sweep goes on moving in place). The copy
+    shares the tokenizer and settings; see :func:`quantize_reranker` for the arguments."""
+    import copy
+
+    return quantize_reranker(copy.copy(reranker), mode, threads, cache)
 
 
 __all__ = [
     "ACTIVATION_GROUP",
+    "IR_FORMAT",
     "QUANTIZABLE_KINDS",
     "QUANTIZE_MODES",
+    "WEIGHTS",
+    "IRCache",
     "OpenVINOModel",
+    "backend_versions",
     "check_quantize",
+    "choose_scoring_dtype",
+    "describe_quantize",
     "quantize_reranker",
+    "quantized_copy",
 ]
