@@ -161,6 +161,38 @@ def test_only_int8_keys_hold_quantize(openvino, tmp_path, data, bert_trio):
         assert inputs8["model"] == inputs["model"]  # the same weights, scored otherwise
 
 
+def test_the_ir_key_follows_the_step_caches_version(openvino, monkeypatch, tmp_path, data, bert_trio):
+    """A new CACHE_VERSION (taskrank's merge or scoring computed otherwise) gives new re-ranking
+    keys; the IR made from the weights merged the old way must not be read for them."""
+    from taskrank.experiment import Experiment, ModelState, cache
+    from taskrank.experiment.models import ir_inputs
+
+    exp = Experiment(_config(data, bert_trio, tmp_path / "o", quantize="int8"), progress=False)
+    exp.prepare()
+    state = ModelState.merged(0.5)
+
+    def ir_key() -> str:
+        return cache.digest(ir_inputs(state, exp.config, exp.steps.ckpts, exp.steps.scoring))
+
+    before = ir_key()
+    monkeypatch.setattr(cache, "CACHE_VERSION", cache.CACHE_VERSION + 1)
+    assert ir_key() != before
+
+
+def test_on_ray_environment_json_claims_no_int8_counts_the_driver_cannot_know(
+    openvino, tmp_path, data, bert_trio
+):
+    from taskrank.experiment import Experiment
+
+    config = _config(data, bert_trio, tmp_path / "o", systems=RANKER_ONLY, quantize="int8")
+    config = config.model_copy(update={"execution": config.execution.model_copy(update={"engine": "ray"})})
+    exp = Experiment(config, progress=False)
+    exp.prepare()  # the workers would make the int8 models: the driver's pool never does
+    env = exp._environment()
+    assert env["quantize"].startswith("int8 (OpenVINO ")
+    assert env["int8_models"] == {"states": "on the Ray workers"}  # not "converted: 0"
+
+
 # --------------------------------------------------------------------------- experiments
 
 
@@ -212,6 +244,11 @@ def test_an_int8_sweep_is_close_to_float32_and_its_models_are_cached_once(
                 differs |= int8[name][qid][did] != score
     assert differs  # int8 really ran
     assert fp32["0.5"] != fp32["ranker"] and int8["0.5"] != int8["ranker"]  # the sweep moved the weights
+    # each state's int8 scores are its own weights', not another state's (a stale compiled model)
+    for name in int8:
+        for other in fp32.keys() - {name}:
+            gaps = [abs(s - fp32[other][q][d]) for q, docs in int8[name].items() for d, s in docs.items()]
+            assert max(gaps) > TOLERANCE, (name, other)
 
     env = json.loads((out / "environment.json").read_text())
     assert (

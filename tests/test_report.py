@@ -123,6 +123,14 @@ def test_markdown_holds_every_section():
     assert "- seed: 42" in text
 
 
+def test_environment_records_read_as_json_and_a_missing_value_as_a_dash():
+    data = results()
+    data["environment"] = {"dtype": None, "int8_models": {"converted": 2, "from_cache": 1, "seconds": 7.5}}
+    text = render_markdown(data, {})
+    assert "- dtype: —" in text
+    assert '- int8_models: {"converted": 2, "from_cache": 1, "seconds": 7.5}' in text
+
+
 def test_oracle_sweep_is_flagged():
     data = results()
     data["sweeps"]["TA"]["select_on"] = "test"

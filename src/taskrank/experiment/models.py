@@ -80,10 +80,11 @@ class Scoring:
 
     def describe_quantize(self) -> str:
         """``"int8 (OpenVINO 2026.4.1, NNCF 3.4.0)"``; ``"none"`` without quantisation."""
+        from ..rerankers.quantize import describe_quantize
+
         if self.quantize == "none":
             return "none"
-        found = dict(self.quantize_versions)
-        return f"{self.quantize} (OpenVINO {found.get('openvino')}, NNCF {found.get('nncf')})"
+        return describe_quantize(self.quantize, dict(self.quantize_versions))
 
     def of(self, role: str) -> ScoringSettings:
         """The settings ``role`` ("ranker", "merge" or "domain") is scored with."""
@@ -211,11 +212,15 @@ def ir_inputs(
 ) -> Inputs:
     """What the compressed OpenVINO model of ``state`` depends on (the key of its folder in the
     IR cache): the weights (:func:`model_inputs`), the family and tokenizer it was traced with,
-    the quantisation and the versions of OpenVINO and NNCF."""
+    the quantisation, the versions of OpenVINO and NNCF, and the step cache's version (raised when
+    taskrank's computation of a step, a merge included, changes: the IR of the weights merged the
+    old way must not be served to the new keys)."""
     from ..rerankers.quantize import IR_FORMAT, WEIGHTS
+    from . import cache
 
     return {
         "model": model_inputs(state, config, checkpoints, scoring.dtype),
+        "cache_version": cache.CACHE_VERSION,
         "kind": scoring.of(state.role).kind,
         "tokenizer": None if state.role == "domain" else config.trio().tokenizer,
         "quantize": scoring.quantize,

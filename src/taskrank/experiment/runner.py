@@ -235,10 +235,13 @@ class Experiment:
     def _quantize_record(self) -> dict[str, object]:
         """environment.json's ``quantize`` (none, or int8 with its OpenVINO and NNCF versions) and,
         with int8, ``int8_models``: the int8 model of each model state, the seconds it took and
-        whether its IR came from the cache (on Ray: made on the workers, which log it)."""
+        whether its IR came from the cache (on Ray: made on the workers, which log it; the driver
+        knows no counts, so none are given)."""
         scoring = self.steps.resolved_scoring
         if scoring is None or scoring.quantize == "none":
             return {"quantize": "none"}
+        if self.config.execution.engine != "local":
+            return {"quantize": scoring.describe_quantize(), "int8_models": {"states": "on the Ray workers"}}
         pool = self.steps.pool
         conversions = list(pool.conversions) if pool is not None else []
         made = [c for c in conversions if not c["from_cache"]]
@@ -248,7 +251,7 @@ class Experiment:
                 "converted": len(made),
                 "from_cache": len(conversions) - len(made),
                 "seconds": round(sum(c["seconds"] for c in conversions), 3),
-                "states": conversions if self.config.execution.engine == "local" else "on the Ray workers",
+                "states": conversions,
             },
         }
 

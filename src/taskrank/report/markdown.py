@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from ..vocabulary import MODES, SIGNIFICANCE_TESTS
@@ -267,5 +268,15 @@ def render_markdown(results: ResultsJson, plots: Mapping[str, str] | None = None
         parts.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
     env = results.get("environment")
     if env:
-        parts.append("## Environment\n\n" + "\n".join(f"- {k}: {v}" for k, v in env.items()))
+        parts.append("## Environment\n\n" + "\n".join(f"- {k}: {_env_value(v)}" for k, v in env.items()))
     return "\n\n".join(parts) + "\n"
+
+
+def _env_value(value: object) -> str:
+    """An environment.json value as a report line shows it: records as compact JSON (not Python's
+    repr), a missing value as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return str(value)

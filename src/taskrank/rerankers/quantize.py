@@ -152,12 +152,9 @@ def _example(reranker: Reranker) -> dict[str, torch.Tensor]:
     from .batching import Packed
 
     # two lengths, so that the traced graph takes the padded branch of the attention mask
-    if reranker.kind == "bi-encoder":
-        enc = reranker.tokenizer(
-            ["an example query", "a longer example document with a few more words in it"],
-            return_attention_mask=False,
-        )
-        packed = Packed({name: enc[name] for name in ("input_ids", "token_type_ids") if name in enc})
+    if reranker.kind == "bi-encoder":  # its texts, tokenized as encode_texts tokenizes them
+        texts = ["an example query", "a longer example document with a few more words in it"]
+        packed: Packed = reranker.tokenize(texts)  # type: ignore[attr-defined]
     else:
         queries = ["an example query"] * 2
         documents = ["an example document", "a longer example document with a few more words in it"]
@@ -266,12 +263,13 @@ def backend_versions(mode: str = "int8") -> dict[str, str]:
     return {"openvino": str(ov.__version__).split("-", 1)[0], "nncf": str(nncf.__version__)}
 
 
-def describe_quantize(mode: str) -> str:
-    """How a run scores, after its dtype: ``"int8 (OpenVINO 2026.4.1, NNCF 3.4.0)"``; ``""`` for none."""
+def describe_quantize(mode: str, versions: Mapping[str, str] | None = None) -> str:
+    """How a run scores, after its dtype: ``"int8 (OpenVINO 2026.4.1, NNCF 3.4.0)"``; ``""`` for none.
+    ``versions`` are those recorded when the run was set up (:func:`backend_versions`' by default)."""
     if mode == "none":
         return ""
-    found = backend_versions(mode)
-    return f"{mode} (OpenVINO {found['openvino']}, NNCF {found['nncf']})"
+    found = dict(versions) if versions is not None else backend_versions(mode)
+    return f"{mode} (OpenVINO {found.get('openvino')}, NNCF {found.get('nncf')})"
 
 
 def choose_scoring_dtype(dtype: str | torch.dtype | None, mode: str, device: Any = None) -> DtypeChoice:
