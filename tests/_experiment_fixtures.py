@@ -94,3 +94,18 @@ def config_error(data: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as info:
         parse_config(data, "exp.yaml")
     return str(info.value)
+
+
+def step_keys(config: ExperimentConfig) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The test split's re-ranking key and inputs of the ranker and of the α = 0.5 merge, as a
+    prepared experiment of ``config`` computes them (nothing is scored)."""
+    from taskrank.experiment import Experiment, ModelState
+
+    exp = Experiment(config, progress=False)
+    exp.prepare()
+    split = exp.data.test
+    states = {"ranker": ModelState("ranker"), "merge": ModelState.merged(0.5)}
+    return {
+        name: (exp.steps.rerank_key(state, split), exp.steps.rerank_inputs(state, split))
+        for name, state in states.items()
+    }

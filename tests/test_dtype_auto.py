@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from _experiment_fixtures import config_dict, write_tiny_beir
+from _experiment_fixtures import config_dict, step_keys, write_tiny_beir
 from taskrank import devices
 from taskrank.config import parse_config
 from taskrank.errors import ConfigError, MergeError
@@ -275,30 +275,18 @@ MERGE_INPUTS = {"ranker", "domain", "pretrained", "alpha", "layers", "mode", "vo
 SCORING_INPUTS = {"kind", "options", "tokenizer", "max_length", "top_k", "dtype", "device"}
 
 
-def _keys(config) -> dict[str, tuple[str, dict]]:
-    from taskrank.experiment import Experiment, ModelState
-
-    exp = Experiment(config, progress=False)
-    exp.prepare()
-    split = exp.data.test
-    states = {"ranker": ModelState("ranker"), "merge": ModelState.merged(0.5)}
-    return {
-        name: (exp.steps.rerank_key(state, split), exp.steps.rerank_inputs(state, split))
-        for name, state in states.items()
-    }
-
-
 def test_the_keys_hold_the_resolved_dtype_and_float32_keys_are_unchanged(
     monkeypatch, tmp_path, data, t5_trio
 ):
     keys = {
-        dtype: _keys(_experiment_config(data, t5_trio, tmp_path / "o", dtype)) for dtype in (None, "float32")
+        dtype: step_keys(_experiment_config(data, t5_trio, tmp_path / "o", dtype))
+        for dtype in (None, "float32")
     }
     _cpu_has(monkeypatch, None)
-    keys["auto without bf16"] = _keys(_experiment_config(data, t5_trio, tmp_path / "o", "auto"))
+    keys["auto without bf16"] = step_keys(_experiment_config(data, t5_trio, tmp_path / "o", "auto"))
     _cpu_has(monkeypatch, "amx_bf16")
-    keys["auto with bf16"] = _keys(_experiment_config(data, t5_trio, tmp_path / "o", "auto"))
-    keys["bfloat16"] = _keys(_experiment_config(data, t5_trio, tmp_path / "o", "bfloat16"))
+    keys["auto with bf16"] = step_keys(_experiment_config(data, t5_trio, tmp_path / "o", "auto"))
+    keys["bfloat16"] = step_keys(_experiment_config(data, t5_trio, tmp_path / "o", "bfloat16"))
 
     # no dtype, float32, and auto where it means float32: one cache, with the inputs of before
     assert keys[None] == keys["float32"] == keys["auto without bf16"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from _cli import run_cli
-from _experiment_fixtures import config_dict, write_tiny_beir
+from _experiment_fixtures import config_dict, step_keys, write_tiny_beir
 from taskrank.config import parse_config
 from taskrank.errors import ConfigError, ModelError
 
@@ -128,19 +128,6 @@ def test_a_missing_openvino_is_named_before_any_model_is_loaded(monkeypatch, tmp
 # --------------------------------------------------------------------------- keys
 
 
-def _keys(config) -> dict[str, tuple[str, dict]]:
-    from taskrank.experiment import Experiment, ModelState
-
-    exp = Experiment(config, progress=False)
-    exp.prepare()
-    split = exp.data.test
-    states = {"ranker": ModelState("ranker"), "merge": ModelState.merged(0.5)}
-    return {
-        name: (exp.steps.rerank_key(state, split), exp.steps.rerank_inputs(state, split))
-        for name, state in states.items()
-    }
-
-
 SCORING_INPUTS = {"kind", "options", "tokenizer", "max_length", "top_k", "dtype", "device"}
 
 
@@ -148,7 +135,7 @@ def test_only_int8_keys_hold_quantize(openvino, tmp_path, data, bert_trio):
     plain = _config(data, bert_trio, tmp_path / "o")
     none = _config(data, bert_trio, tmp_path / "o", quantize="none")
     int8 = _config(data, bert_trio, tmp_path / "o", quantize="int8")
-    keys = {"plain": _keys(plain), "none": _keys(none), "int8": _keys(int8)}
+    keys = {"plain": step_keys(plain), "none": step_keys(none), "int8": step_keys(int8)}
     assert keys["plain"] == keys["none"]
     assert plain.fingerprint() == none.fingerprint() != int8.fingerprint()
     for name in ("ranker", "merge"):
