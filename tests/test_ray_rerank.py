@@ -303,3 +303,30 @@ def test_workers_whose_auto_dtypes_differ_are_refused_naming_both():
         ["amx-node cpu", "amx-node-2 cpu"],
         "bfloat16 (auto: the CPU has amx_bf16)",
     )
+
+
+def test_int8_on_ray_writes_the_local_int8_run(cluster, monkeypatch, capsys, tmp_path, beir, bert_trio):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    local, remote = tmp_path / "local.trec", tmp_path / "ray.trec"
+    model = bert_trio["ranker"]
+    common = ("--threads", "1", "--quantize", "int8")
+    code, out, err = rerank(monkeypatch, capsys, model, "cross-encoder", beir, local, *common)
+    assert code == 0, err
+    assert "int8" in out
+    code, out, err = rerank(
+        monkeypatch,
+        capsys,
+        model,
+        "cross-encoder",
+        beir,
+        remote,
+        *common,
+        "--engine",
+        "ray",
+        "--workers",
+        "2",
+    )
+    assert code == 0, err
+    assert "int8" in out and "on Ray: 2 worker(s)" in out
+    assert remote.read_text() == local.read_text()  # the same batches, the same compiled model
