@@ -157,6 +157,24 @@ def test_more_gpus_per_worker_than_any_node_has_is_refused_before_any_work(clust
     assert not list((tmp_path / "out").rglob("*.trec"))
 
 
+def test_more_workers_than_the_cluster_can_place_is_an_error_not_a_hang(
+    cluster, tmp_path, data, t5_trio, monkeypatch
+):
+    from taskrank.experiment import distributed
+
+    monkeypatch.setattr(distributed, "PLACEMENT_TIMEOUT", 5)
+    cfg = config(data, t5_trio, tmp_path / "out", engine="ray", workers=3)  # 3 × 1 CPU on 2 CPUs
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"execution.workers 3: only 2 Ray worker\(s\) started within 5 s"):
+        run_experiment(cfg, progress=False)
+    assert time.monotonic() - started < 60
+    assert not list((tmp_path / "out").rglob("*.trec"))
+    deadline = time.monotonic() + 20  # the workers it started are gone: their CPUs come back
+    while cluster.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cluster.available_resources().get("CPU", 0) == 2
+
+
 def test_workers_with_other_versions_are_refused_naming_both():
     driver = {"taskrank": "0.1.0", "torch": "2.13.0", "host": "a"}
     check_versions(driver, [dict(driver, host="b")])

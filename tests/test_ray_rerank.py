@@ -330,3 +330,27 @@ def test_int8_on_ray_writes_the_local_int8_run(cluster, monkeypatch, capsys, tmp
     assert code == 0, err
     assert "int8" in out and "on Ray: 2 worker(s)" in out
     assert remote.read_text() == local.read_text()  # the same batches, the same compiled model
+
+
+def test_more_workers_than_the_cluster_can_place_still_finishes(
+    cluster, monkeypatch, capsys, tmp_path, beir, bert_trio
+):
+    local, remote = tmp_path / "local.trec", tmp_path / "ray.trec"
+    model = bert_trio["ranker"]
+    assert rerank(monkeypatch, capsys, model, "cross-encoder", beir, local, "--threads", "1", "-q")[0] == 0
+    code, out, err = rerank(
+        monkeypatch,
+        capsys,
+        model,
+        "cross-encoder",
+        beir,
+        remote,
+        "--threads",
+        "1",
+        "--engine",
+        "ray",
+        "--workers",
+        "3",
+    )  # 3 workers of 1 CPU on a 2-CPU cluster: the pool runs with the workers it can place
+    assert code == 0, err
+    assert remote.read_text() == local.read_text()

@@ -47,6 +47,9 @@ CHUNKS_PER_WORKER = 4
 RETRIES = 3
 #: Seconds to wait for a cluster at a given address.
 CONNECT_TIMEOUT = 30
+#: Seconds the workers may take to be placed and started (an autoscaling cluster adds nodes in
+#: this time) before asking for more than the cluster can place is an error rather than a hang.
+PLACEMENT_TIMEOUT = 300
 #: Seconds a TCP connection to an address may take before it is called unreachable: Ray itself
 #: would retry a ``host:port`` where nothing answers for minutes.
 PROBE_TIMEOUT = CONNECT_TIMEOUT / 3
@@ -265,7 +268,17 @@ class RayEngine:
             raise worker_error(exc) from exc
 
     def _check_workers(self) -> None:
-        reports = self._get([actor.versions.remote() for actor in self.actors])
+        refs = [actor.versions.remote() for actor in self.actors]
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=PLACEMENT_TIMEOUT)
+        if len(ready) < len(refs):  # more workers than the cluster can place: say so, never hang
+            have = self.ray.cluster_resources()
+            raise ConfigError(
+                f"execution.workers {len(refs)}: only {len(ready)} Ray worker(s) started within "
+                f"{PLACEMENT_TIMEOUT} s; each asks {self.execution.cpus_per_worker:g} CPU(s) and "
+                f"{self.execution.gpus_per_worker:g} GPU(s), the cluster has {have.get('CPU', 0):g} CPU(s) "
+                f"and {have.get('GPU', 0):g} GPU(s): ask for fewer workers, or add nodes"
+            )
+        reports = self._get(refs)
         check_versions(process_versions(), reports)
         for report in reports:  # the cache's keys name the device: the workers must score on it
             if report["device"].split(":")[0] != self.device_type:
