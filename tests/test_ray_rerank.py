@@ -338,7 +338,7 @@ def test_more_workers_than_the_cluster_can_place_still_finishes(
     local, remote = tmp_path / "local.trec", tmp_path / "ray.trec"
     model = bert_trio["ranker"]
     assert rerank(monkeypatch, capsys, model, "cross-encoder", beir, local, "--threads", "1", "-q")[0] == 0
-    code, out, err = rerank(
+    code, _, err = rerank(
         monkeypatch,
         capsys,
         model,
