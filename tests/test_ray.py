@@ -21,10 +21,19 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+def _module_cluster():
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def cluster(_module_cluster):
+    """The tests' 2-CPU local cluster, started again where a test before stopped it (the address
+    tests do): a test never runs on a cluster that taskrank started with the machine's CPUs."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    return ray
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +86,7 @@ def test_a_worker_killed_mid_step_is_retried_and_nothing_changes(
         return real_rerank(self, *args, **kwargs)
 
     def kill_once(refs, **kwargs):
-        if not killed:  # the worker handed the first chunk of the first step dies while it holds it
+        if engines and not killed:  # the worker handed the first chunk of the first step dies holding it
             killed.append(engines[-1].actors[-1])
             ray.kill(killed[0], no_restart=False)
         return real_wait(refs, **kwargs)
@@ -169,6 +178,7 @@ def test_more_workers_than_the_cluster_can_place_is_an_error_not_a_hang(
         run_experiment(cfg, progress=False)
     assert time.monotonic() - started < 60
     assert not list((tmp_path / "out").rglob("*.trec"))
+    assert cluster.is_initialized()  # the tests' cluster: taskrank stops only a cluster it started
     deadline = time.monotonic() + 20  # the workers it started are gone: their CPUs come back
     while cluster.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -50,11 +50,18 @@ def beir(tmp_path_factory, tiny_words) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def _module_cluster():
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def cluster(_module_cluster):
+    """The tests' 2-CPU local cluster, started again where a test before stopped it."""
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    return ray
 
 
 def rerank(monkeypatch, capsys, model, kind, beir, out: Path, *extra: str) -> tuple[int, str, str]:
