@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -108,3 +109,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def _module_cluster():
+    """Stops the Ray cluster of a test module's :func:`cluster` when the module ends."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def cluster(_module_cluster):
+    """The Ray tests' local cluster: 2 CPUs, no dashboard, started by the tests themselves, and
+    started again where a test before stopped it (the address tests do), so that a test never
+    runs on a cluster that taskrank started with the machine's CPUs."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    return ray

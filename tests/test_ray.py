@@ -21,22 +21,6 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def _module_cluster():
-    yield
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-@pytest.fixture
-def cluster(_module_cluster):
-    """The tests' 2-CPU local cluster, started again where a test before stopped it (the address
-    tests do): a test never runs on a cluster that taskrank started with the machine's CPUs."""
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    return ray
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory, tiny_words) -> Path:
     return write_tiny_beir(tmp_path_factory.mktemp("ray") / "data", tiny_words)
 

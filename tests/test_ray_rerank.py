@@ -17,6 +17,7 @@ from _cli import run_cli
 from taskrank.data import read_run, write_run
 
 ray = pytest.importorskip("ray")
+
 pytest.importorskip("ray.data")  # pyarrow and pandas: the ray[data] extra
 
 TOP_K = 12
@@ -47,21 +48,6 @@ def beir(tmp_path_factory, tiny_words) -> tuple[Path, Path]:
     run = {q: {f"d{d}": float(rng.randint(0, 6)) for d in rng.sample(range(50), 20)} for q in queries}
     write_run(run, root.parent / "bm25.trec")
     return root, root.parent / "bm25.trec"
-
-
-@pytest.fixture(scope="module")
-def _module_cluster():
-    yield
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-@pytest.fixture
-def cluster(_module_cluster):
-    """The tests' 2-CPU local cluster, started again where a test before stopped it."""
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    return ray
 
 
 def rerank(monkeypatch, capsys, model, kind, beir, out: Path, *extra: str) -> tuple[int, str, str]:
